@@ -1,0 +1,291 @@
+"""The ``salcurate`` command line: one thin wrapper per command.
+
+Each command turns its options into a config, calls a library function and renders the
+result.  Only this module prints, exits and owns progress bars.  Bad input raises
+:class:`~salcurate.errors.SalcurateError`, shown as one ``error:`` line with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
+from rich.table import Table
+
+from salcurate._version import __version__
+from salcurate.errors import SalcurateError
+
+app = typer.Typer(
+    name="salcurate",
+    help="Score, select and curate noisy proxy annotations (pseudo-label masks) for semantic segmentation (SAL).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+import_app = typer.Typer(help="Import a dataset (VOC or plain folder) into a mask store.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger("salcurate")
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_STORE = Path("masks.h5")
+StoreArg = Annotated[Path, typer.Argument(help="The mask store (default: masks.h5 in the current folder).")]
+
+
+def command(fn: F) -> F:
+    """Turn library errors into one ``error:`` line and a non-zero exit, without traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SalcurateError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("error: interrupted\n")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:,.0f}/s")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields ``advance(n)``.  Hidden when stderr is not a terminal."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               _RateColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"salcurate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does.")] = False,
+) -> None:
+    """Score, select and curate noisy proxy annotations for semantic segmentation (SAL)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+# --------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------
+def _import(layout: str, root: Path, output: Path, **options: Any) -> None:
+    from salcurate.datasets import ImportConfig, import_dataset
+
+    config = ImportConfig(layout=layout, root=str(root), output=str(output), **options)
+    state: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        def on_plan(plan: Any) -> None:
+            state["advance"] = stack.enter_context(progress_bar(f"importing {root.name}", len(plan.samples)))
+
+        summary = import_dataset(config, on_plan=on_plan, progress=lambda n: state["advance"](n))
+    table = Table(title=f"{summary.output}: {summary.num_imported} samples imported "
+                        f"({summary.num_total} in the store) in {summary.seconds:.1f} s")
+    for col in ("split", "samples"):
+        table.add_column(col)
+    for split, n in sorted(summary.per_split.items()):
+        table.add_row(split, str(n))
+    out.print(table)
+    out.print(f"proxy masks {summary.with_proxy}, ground truth {summary.with_gt}, saliency {summary.with_saliency}, "
+              f"tags {summary.with_tags}, strong {summary.strong}"
+              + (f"; {summary.skipped} images without a proxy annotation left out" if summary.skipped else ""))
+
+
+SplitOpt = Annotated[Optional[list[str]], typer.Option("--split", help="Split list(s) to import (repeatable); default all images.")]
+GtOpt = Annotated[Optional[Path], typer.Option("--gt", help="Ground-truth label maps (PNG).")]
+SalOpt = Annotated[Optional[Path], typer.Option("--saliency", help="8-bit PNG saliency maps.")]
+TagsOpt = Annotated[Optional[Path], typer.Option("--tags", help="CSV `id,tags`, tags as space-separated class indices or names.")]
+TagsDirOpt = Annotated[Optional[Path], typer.Option("--tags-dir", help="One <id>.txt per image, one class index per line.")]
+TagsGtOpt = Annotated[bool, typer.Option("--tags-from-gt", help="Take the image tags from the ground truth.")]
+ClassOpt = Annotated[Optional[Path], typer.Option("--class-names", help="Class names, one per line, background first (default: the 21 VOC names).")]
+StrongOpt = Annotated[Optional[Path], typer.Option("--strong", help="File of ids whose ground truth is trusted (semi-supervised).")]
+AppendOpt = Annotated[bool, typer.Option("--append", help="Add these samples to an existing store.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Decoding threads (0 = all cores).", min=0)]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="The store to write.")]
+
+
+@import_app.command("voc")
+@command
+def import_voc(
+    root: Annotated[Path, typer.Argument(help="VOC root (JPEGImages/, ImageSets/Segmentation/, SegmentationClass[Aug]/).")],
+    output: OutputOpt = DEFAULT_STORE,
+    split: SplitOpt = None,
+    pseudo: Annotated[Optional[Path], typer.Option("--pseudo", help="Proxy annotations: PNG label maps, palette or grey.")] = None,
+    gt: GtOpt = None, saliency: SalOpt = None, tags: TagsOpt = None, tags_dir: TagsDirOpt = None,
+    tags_from_gt: TagsGtOpt = False, class_names: ClassOpt = None, strong: StrongOpt = None,
+    append: AppendOpt = False, overwrite: OverwriteOpt = False, workers: WorkersOpt = 0,
+) -> None:
+    """Import a PASCAL VOC style dataset with its proxy annotations."""
+    _import("voc", root, output, splits=tuple(split or ()), pseudo_dir=_s(pseudo), gt_dir=_s(gt),
+            saliency_dir=_s(saliency), tags_file=_s(tags), tags_dir=_s(tags_dir), tags_from_gt=tags_from_gt,
+            class_names_file=_s(class_names), strong_file=_s(strong), append=append, overwrite=overwrite,
+            workers=workers)
+
+
+@import_app.command("folder")
+@command
+def import_folder(
+    root: Annotated[Path, typer.Argument(help="Folder with images/, masks/ and optional gt/, saliency/, splits/, tags.csv, classes.txt.")],
+    output: OutputOpt = DEFAULT_STORE,
+    split: SplitOpt = None,
+    masks: Annotated[Optional[Path], typer.Option("--masks", help="Proxy annotations (default ROOT/masks).")] = None,
+    gt: GtOpt = None, saliency: SalOpt = None, tags: TagsOpt = None, tags_dir: TagsDirOpt = None,
+    tags_from_gt: TagsGtOpt = False, class_names: ClassOpt = None, strong: StrongOpt = None,
+    append: AppendOpt = False, overwrite: OverwriteOpt = False, workers: WorkersOpt = 0,
+) -> None:
+    """Import a plain folder layout (see docs/store-format.md)."""
+    _import("folder", root, output, splits=tuple(split or ()), pseudo_dir=_s(masks), gt_dir=_s(gt),
+            saliency_dir=_s(saliency), tags_file=_s(tags), tags_dir=_s(tags_dir), tags_from_gt=tags_from_gt,
+            class_names_file=_s(class_names), strong_file=_s(strong), append=append, overwrite=overwrite,
+            workers=workers)
+
+
+def _s(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+# --------------------------------------------------------------------------------------
+# info / export
+# --------------------------------------------------------------------------------------
+@app.command("info")
+@command
+def info(
+    store: StoreArg = DEFAULT_STORE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show what a store holds: splits, classes, scores, selections, log."""
+    from salcurate.info import store_summary
+    from salcurate.store import MaskStore
+
+    with MaskStore(store) as st:
+        summary = store_summary(st)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(f"[bold]{summary['path']}[/bold]: {summary['num_samples']} samples, {summary['num_classes']} classes, "
+              f"schema v{summary['schema_version']} (salcurate {summary['salcurate_version']})")
+    out.print("splits: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+              + " | maps: " + ", ".join(f"{k} {v}" for k, v in summary["maps"].items())
+              + f" | tags {summary['with_tags']} | strong {summary['strong']}")
+    t = Table(title="classes")
+    for col in ("#", "name", "proxy images", "proxy pixels", "gt images", "tagged images"):
+        t.add_column(col, justify="right" if col != "name" else "left")
+    for row in summary["classes"]:
+        t.add_row(str(row["index"]), row["name"], str(row["proxy_images"]), f"{row['proxy_pixels']:,}",
+                  str(row["gt_images"]), "" if row["tagged_images"] is None else str(row["tagged_images"]))
+    out.print(t)
+    if summary["scores"]:
+        t = Table(title="score columns")
+        for col in ("name", "computed", "mean", "min", "max"):
+            t.add_column(col)
+        for name, s in summary["scores"].items():
+            t.add_row(name, str(s["computed"]), *("-" if s[k] is None else f"{s[k]:.3f}" for k in ("mean", "min", "max")))
+        out.print(t)
+    if summary["selections"]:
+        t = Table(title="selections")
+        for col in ("name", "kept", "rule"):
+            t.add_column(col)
+        for name, s in summary["selections"].items():
+            t.add_row(name, f"{s['kept']}/{s['total']}", json.dumps(s["rule"], sort_keys=True))
+        out.print(t)
+    t = Table(title="run log")
+    for col in ("finished", "command", "seconds"):
+        t.add_column(col)
+    for e in summary["log"]:
+        t.add_row(e["finished"], e["command"], f"{e['duration_s']:.1f}")
+    out.print(t)
+
+
+@app.command("export")
+@command
+def export(
+    paths: Annotated[list[Path], typer.Argument(metavar="[STORE] OUT", help="Store (default masks.h5) and output folder.")],
+    selection: Annotated[Optional[str], typer.Option("--selection", help="Export only the samples this selection keeps.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Export only this split.")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="Which masks: proxy or gt.")] = "proxy",
+    images: Annotated[bool, typer.Option("--images", help="Also copy the original images and write a DeepLab list.txt.")] = False,
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="Write id, split and every score column to this CSV.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export masks as VOC palette PNGs, a list file and scores."""
+    from salcurate.errors import InputError
+    from salcurate.export import ExportConfig, export_store
+
+    if len(paths) > 2:
+        raise InputError(f"expected [STORE] OUT, got {len(paths)} paths; give the store and one output folder")
+    store, target = (DEFAULT_STORE, paths[0]) if len(paths) == 1 else (paths[0], paths[1])
+    config = ExportConfig(store=str(store), out=str(target), selection=selection, split=split, kind=kind,
+                          images=images, scores_csv=_s(scores), overwrite=overwrite)
+    with progress_bar("exporting", None) as advance:
+        summary = export_store(config, progress=advance)
+    out.print(f"exported {summary.exported} masks to {summary.out}"
+              + (f" ({summary.without_mask} samples without a {kind} mask skipped)" if summary.without_mask else "")
+              + (f"; scores in {summary.scores_csv}" if summary.scores_csv else ""))
+
+
+# --------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------
+@app.command("demo")
+@command
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Where the demo dataset and its store go.")] = Path("salcurate-demo"),
+    images: Annotated[int, typer.Option("--images", help="Number of demo images.", min=8)] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the demo data.")] = 0,
+) -> None:
+    """Make the demo dataset and run the whole pipeline on it."""
+    from salcurate.demo import demo_commands
+    from salcurate.demo_data import DemoConfig, make_demo_dataset
+
+    config = DemoConfig(num_images=images, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out.print(f"[bold]# making the demo dataset in {folder / 'voc'} ({images} images, seed {seed})[/bold]")
+    with progress_bar("generating", images) as advance:
+        make_demo_dataset(folder / "voc", config, progress=advance)
+    for argv in demo_commands(folder, config):
+        out.print(f"\n[bold]$ salcurate {shlex.join(argv)}[/bold]")
+        code = app(argv, prog_name="salcurate", standalone_mode=False)
+        if code:  # the step printed its own error line
+            raise typer.Exit(code)
+    out.print(f"\ndemo finished: the store is {folder / 'masks.h5'}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="salcurate")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,127 @@
+"""Decoding and encoding of the image files salcurate reads and writes.
+
+Label maps are 8-bit PNGs, palette (VOC style) or grey, whose pixel values are class indices
+(0 = background, 255 = ignore).  Saliency maps are 8-bit grey PNGs.  This module is the only
+place that knows about file formats; the math modules work on arrays.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from salcurate.errors import InputError
+
+IGNORE_LABEL = 255
+
+#: The 21 PASCAL VOC class names, background first (the default when no class list is given).
+VOC_CLASS_NAMES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+def voc_palette() -> np.ndarray:
+    """The PASCAL VOC colour map: ``(256, 3)`` uint8, index 255 is (224, 224, 192)."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        c, r, g, b = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+_VOC_PALETTE_FLAT = voc_palette().reshape(-1).tolist()
+
+
+def _open(source: Path | bytes, what: str) -> Image.Image:
+    name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    try:
+        image = Image.open(io.BytesIO(source) if not isinstance(source, Path) else source)
+        image.load()
+    except FileNotFoundError:
+        raise InputError(f"{name}: {what} file not found; check the path") from None
+    except Exception as exc:  # PIL raises many types for undecodable files
+        raise InputError(
+            f"{name}: expected a readable {what} image, but it does not decode "
+            f"({type(exc).__name__}: {exc}); replace or remove the file"
+        ) from None
+    return image
+
+
+def read_label_png(source: Path | bytes) -> np.ndarray:
+    """Read a label map: ``(H, W)`` uint8 class indices from a palette or 8-bit grey PNG."""
+    image = _open(source, "label map")
+    if image.mode not in ("P", "L"):
+        raise InputError(
+            f"{source}: expected a palette or 8-bit grey PNG label map, got mode {image.mode}; "
+            "save the mask with one class index per pixel (0 = background, 255 = ignore)"
+        )
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read_grey_png(source: Path | bytes, what: str = "saliency map") -> np.ndarray:
+    """Read an 8-bit grey map: ``(H, W)`` uint8 (RGB input is converted to luminance)."""
+    image = _open(source, what)
+    if image.mode in ("I;16", "I", "F"):
+        raise InputError(f"{source}: expected an 8-bit {what}, got mode {image.mode}; save it as 8-bit grey PNG")
+    if image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def probe_image(data: bytes, name: str) -> tuple[int, int, str]:
+    """Check that encoded image bytes decode fully; returns ``(height, width, format)``.
+
+    JPEGs are decoded in draft mode (DCT scaling), which still reads every entropy-coded
+    byte, so truncated or corrupt files are caught at a fraction of a full decode's cost.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        fmt = image.format or "unknown"
+        if fmt == "JPEG":
+            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        image.load()
+    except Exception as exc:
+        raise InputError(
+            f"{name}: expected a readable image, but it does not decode ({type(exc).__name__}: {exc}); "
+            "replace or remove the file"
+        ) from None
+    return height, width, fmt
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode encoded image bytes to ``(H, W, 3)`` uint8 RGB."""
+    image = Image.open(io.BytesIO(data))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def encode_label_png(labels: np.ndarray, *, palette: bool = True) -> bytes:
+    """Encode ``(H, W)`` uint8 class indices as PNG bytes (VOC palette by default)."""
+    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
+    if palette:
+        image.putpalette(_VOC_PALETTE_FLAT)  # an "L" image becomes "P" with its indices kept
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_label_png(path: Path, labels: np.ndarray, *, palette: bool = True) -> None:
+    """Write ``(H, W)`` uint8 class indices to ``path`` as PNG (VOC palette by default)."""
+    Path(path).write_bytes(encode_label_png(labels, palette=palette))
+
+
+def write_grey_png(path: Path, values: np.ndarray) -> None:
+    """Write ``(H, W)`` uint8 values as an 8-bit grey PNG."""
+    Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8)).save(path, format="PNG")

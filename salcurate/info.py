@@ -1,0 +1,63 @@
+"""What a store holds: counts, class frequencies, scores, selections and the run log.
+
+Pure summaries over :class:`~salcurate.store.MaskStore` reads; the CLI renders them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from salcurate.store import LABEL_KINDS, MAP_KINDS, MaskStore
+
+
+def column_summary(values: np.ndarray) -> dict[str, Any]:
+    """Count, mean and range of a score column, ignoring NaN (not computed): ``(N,)`` float."""
+    done = values[~np.isnan(values)]
+    if done.size == 0:
+        return {"computed": 0, "mean": None, "min": None, "max": None}
+    return {"computed": int(done.size), "mean": float(done.mean()), "min": float(done.min()), "max": float(done.max())}
+
+
+def class_table(store: MaskStore) -> list[dict[str, Any]]:
+    """Per class: pixels and images in proxy and ground-truth maps, and images tagged with it."""
+    rows = []
+    hists = {k: store.class_histogram(k) for k in LABEL_KINDS}
+    has = {k: store.has_map(k) for k in LABEL_KINDS}
+    for c, name in enumerate(store.class_names):
+        row: dict[str, Any] = {"index": c, "name": name}
+        for k in LABEL_KINDS:
+            h = hists[k][has[k], c]
+            row[f"{k}_pixels"] = int(h.sum())
+            row[f"{k}_images"] = int((h > 0).sum())
+        row["tagged_images"] = int(store.tags[:, c - 1].sum()) if c > 0 else None
+        rows.append(row)
+    return rows
+
+
+def store_summary(store: MaskStore) -> dict[str, Any]:
+    """Everything ``salcurate info`` shows, as plain JSON-ready data."""
+    splits, counts = np.unique(store.splits.astype(str), return_counts=True) if len(store) else ([], [])
+    return {
+        "path": str(store.path),
+        "schema_version": store.schema_version,
+        "salcurate_version": store.attrs.get("salcurate_version"),
+        "created": store.attrs.get("created"),
+        "num_samples": len(store),
+        "num_classes": store.num_classes,
+        "splits": {str(s): int(n) for s, n in zip(splits, counts)},
+        "maps": {k: int(store.has_map(k).sum()) for k in MAP_KINDS},
+        "with_tags": int(store.has_tags.sum()),
+        "strong": int(store.strong.sum()),
+        "image_sizes": {
+            "height": [int(store.heights.min()), int(store.heights.max())] if len(store) else None,
+            "width": [int(store.widths.min()), int(store.widths.max())] if len(store) else None,
+        },
+        "classes": class_table(store),
+        "scores": {n: {**column_summary(store.score(n)), "config": store.score_meta(n).get("config")}
+                   for n in store.score_names()},
+        "selections": {n: {"kept": int((store.selection(n) > 0).sum()), "total": len(store),
+                           "rule": store.selection_meta(n).get("rule")} for n in store.selection_names()},
+        "log": store.run_log(),
+    }

@@ -1,0 +1,676 @@
+"""The mask store: one HDF5 file that holds a dataset and everything computed on it.
+
+This is the only module of salcurate that imports h5py.  The layout is documented in
+``docs/store-format.md`` so that the file can be read with plain h5py or ``h5dump``.
+
+Durability model (nothing is lost, ``kill -9`` included):
+
+* A new store is built beside its destination (``.NAME.PID.partial``) and renamed over it
+  only when complete.
+* Every later *structural* write (new score columns, selections, appended samples, run log
+  entries) is a :func:`transaction`: the store is copied beside itself, the copy is changed,
+  flushed, fsynced and atomically renamed over the original.  A reader never sees a half-made
+  change, and a killed writer leaves the original untouched.
+* Long resumable computations fill score columns *in place* (:class:`ColumnFiller`).  The
+  columns are created by a transaction, NaN-filled and fully allocated, without compression,
+  so filling them only overwrites raw bytes at fixed file offsets: no HDF5 metadata is
+  touched and a kill can only leave some values still NaN ("not yet computed").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from salcurate._version import __version__
+from salcurate.errors import StoreError
+
+try:  # POSIX advisory locks; on other systems writers are not serialized
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "salcurate.maskstore"
+SCHEMA_VERSION = 1
+#: Per-sample label and grey maps a store can hold.
+MAP_KINDS: tuple[str, ...] = ("proxy", "gt", "saliency")
+#: Maps holding class indices (a class histogram is kept for these).
+LABEL_KINDS: tuple[str, ...] = ("proxy", "gt")
+IGNORE_LABEL = 255
+
+_STR = h5py.string_dtype("utf-8")
+_PIXEL_CHUNK = 1 << 17  # 128 KiB of a flat map array per chunk
+_BYTES_CHUNK = 1 << 18  # 256 KiB of encoded image bytes per chunk
+_DEFLATE = 4
+_RDCC = dict(rdcc_nbytes=32 << 20, rdcc_nslots=10007, rdcc_w0=1.0)
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC string (what the store records)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SampleRecord:
+    """One sample to be written: the original image bytes and its decoded maps.
+
+    Shapes: ``proxy``, ``gt``, ``saliency``: ``(H, W)`` uint8 or None; ``tags``: ``(C,)`` bool
+    over the foreground classes 1..C, or None when the tags are unknown.
+    """
+
+    id: str
+    split: str
+    image_bytes: bytes
+    image_format: str
+    height: int
+    width: int
+    proxy: np.ndarray | None = None
+    gt: np.ndarray | None = None
+    saliency: np.ndarray | None = None
+    tags: np.ndarray | None = None
+    strong: bool = False
+
+    def map(self, kind: str) -> np.ndarray | None:
+        return getattr(self, kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogEntry:
+    """One command that wrote to the store."""
+
+    command: str
+    config: dict[str, Any]
+    started: str
+    finished: str
+    duration_s: float
+    salcurate_version: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+
+
+# --------------------------------------------------------------------------------------
+# Opening and checking
+# --------------------------------------------------------------------------------------
+def _check_store_file(path: Path) -> None:
+    if not path.exists():
+        raise StoreError(
+            f"{path}: no mask store here; create one with `salcurate import voc ROOT -o {path}` "
+            "or pass the store path as the first argument"
+        )
+    if path.is_dir():
+        raise StoreError(f"{path}: expected a mask store file, got a folder; pass the .h5 file inside it")
+    if not h5py.is_hdf5(str(path)):
+        raise StoreError(
+            f"{path}: expected an HDF5 mask store, but the file is not HDF5; "
+            "pass a store made by `salcurate import`"
+        )
+
+
+def _check_schema(f: h5py.File, path: Path) -> int:
+    fmt = f.attrs.get("salcurate_format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT_NAME:
+        raise StoreError(
+            f"{path}: an HDF5 file, but not a salcurate mask store (no salcurate_format attribute); "
+            "make one with `salcurate import`"
+        )
+    version = int(f.attrs.get("schema_version", -1))
+    if version > SCHEMA_VERSION:
+        writer = f.attrs.get("salcurate_version", "a newer version")
+        raise StoreError(
+            f"{path}: store schema v{version} (written by salcurate {writer}) is newer than "
+            f"this salcurate {__version__} reads (v{SCHEMA_VERSION}); upgrade salcurate"
+        )
+    if version < 1:
+        raise StoreError(f"{path}: unknown store schema version {version}; re-import the dataset")
+    return version
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(str(path), mode, **_RDCC)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open the store ({exc}); check the file and its permissions") from None
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+class MaskStore:
+    """Read access to a mask store.  Small per-sample arrays are loaded on open.
+
+    >>> with MaskStore("masks.h5") as store:          # doctest: +SKIP
+    ...     labels = store.map("proxy", 0)           # (H, W) uint8
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        _check_store_file(self.path)
+        self._f = _open_h5(self.path, "r")
+        try:
+            self.schema_version = _check_schema(self._f, self.path)
+            self._load()
+        except Exception:
+            self._f.close()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> MaskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load(self) -> None:
+        f = self._f
+        s = f["samples"]
+        self.class_names: tuple[str, ...] = tuple(f["classes/names"].asstr()[:])
+        self.ids: tuple[str, ...] = tuple(s["id"].asstr()[:])
+        self.splits: np.ndarray = np.asarray(s["split"].asstr()[:], dtype=object)
+        self.heights: np.ndarray = s["height"][:].astype(np.int64)
+        self.widths: np.ndarray = s["width"][:].astype(np.int64)
+        self.strong: np.ndarray = s["strong"][:].astype(bool)
+        self.tags: np.ndarray = s["tags"][:].astype(bool)
+        self.has_tags: np.ndarray = s["has_tags"][:].astype(bool)
+        self._image_offsets = f["images/offsets"][:]
+        self.image_formats: tuple[str, ...] = tuple(f["images/format"].asstr()[:])
+        self._map_offsets = {k: f[f"maps/{k}/offsets"][:] for k in MAP_KINDS}
+        self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
+
+    # -- store level -----------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return len(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_classes(self) -> int:
+        """C, the number of foreground classes (class names minus background)."""
+        return len(self.class_names) - 1
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._f.attrs.items()}
+
+    def index_of(self, sample_id: str) -> int:
+        try:
+            return self._index[sample_id]
+        except KeyError:
+            raise StoreError(f"{self.path}: no sample with id {sample_id!r}; list ids with `salcurate export`") from None
+
+    def split_names(self) -> list[str]:
+        return sorted(set(self.splits.tolist()))
+
+    # -- images ----------------------------------------------------------------------
+    def image_bytes(self, i: int) -> bytes:
+        """The original image file's bytes, bit-exact."""
+        lo, hi = self._image_offsets[i], self._image_offsets[i + 1]
+        return self._f["images/bytes"][lo:hi].tobytes()
+
+    def image(self, i: int) -> np.ndarray:
+        """The decoded image: ``(H, W, 3)`` uint8 RGB."""
+        from salcurate.imageio import decode_image
+
+        return decode_image(self.image_bytes(i))
+
+    # -- maps ------------------------------------------------------------------------
+    def has_map(self, kind: str) -> np.ndarray:
+        """``(N,)`` bool: which samples hold a map of this kind."""
+        off = self._map_offsets[_check_kind(kind)]
+        return off[1:] > off[:-1]
+
+    def map(self, kind: str, i: int) -> np.ndarray | None:
+        """One sample's map: ``(H, W)`` uint8, or None when the sample has none."""
+        off = self._map_offsets[_check_kind(kind)]
+        lo, hi = int(off[i]), int(off[i + 1])
+        if hi == lo:
+            return None
+        flat = self._f[f"maps/{kind}/pixels"][lo:hi]
+        return flat.reshape(int(self.heights[i]), int(self.widths[i]))
+
+    def iter_maps(
+        self, kind: str, indices: Sequence[int] | None = None, *, block_bytes: int = 16 << 20
+    ) -> Iterator[tuple[int, np.ndarray | None]]:
+        """Yield ``(i, map or None)`` in index order, reading large contiguous blocks."""
+        off = self._map_offsets[_check_kind(kind)]
+        order = np.arange(len(self.ids)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+        pixels = self._f[f"maps/{kind}/pixels"]
+        pos = 0
+        while pos < len(order):
+            first = int(order[pos])
+            end = pos
+            while end < len(order) and off[int(order[end]) + 1] - off[first] <= block_bytes:
+                end += 1
+            end = max(end, pos + 1)
+            lo, hi = int(off[first]), int(off[int(order[end - 1]) + 1])
+            block = pixels[lo:hi] if hi > lo else np.empty(0, np.uint8)
+            for i in order[pos:end]:
+                i = int(i)
+                a, b = int(off[i]) - lo, int(off[i + 1]) - lo
+                yield i, (block[a:b].reshape(int(self.heights[i]), int(self.widths[i])) if b > a else None)
+            pos = end
+
+    def class_histogram(self, kind: str) -> np.ndarray:
+        """``(N, C + 2)`` int64 pixel counts per class; the last column counts ignore (255) pixels."""
+        if kind not in LABEL_KINDS:
+            raise StoreError(f"class histograms exist for {', '.join(LABEL_KINDS)}, not {kind!r}")
+        return self._f[f"maps/{kind}/histogram"][:].astype(np.int64)
+
+    # -- scores and selections -------------------------------------------------------
+    def score_names(self) -> list[str]:
+        return sorted(self._f["scores"].keys())
+
+    def score(self, name: str) -> np.ndarray:
+        """``(N,)`` float32; NaN where not (yet) computed."""
+        if name not in self._f["scores"]:
+            have = ", ".join(self.score_names()) or "none"
+            raise StoreError(f"{self.path}: no score column {name!r} (the store has: {have})")
+        return self._f[f"scores/{name}"][:]
+
+    def score_meta(self, name: str) -> dict[str, Any]:
+        self.score(name)  # existence check with its message
+        return _attrs_json(self._f[f"scores/{name}"])
+
+    def selection_names(self) -> list[str]:
+        return sorted(self._f["selections"].keys())
+
+    def selection(self, name: str) -> np.ndarray:
+        """``(N,)`` float32 weight per sample (Eq. 9: 1 kept, 0 dropped)."""
+        if name not in self._f["selections"]:
+            have = ", ".join(self.selection_names()) or "none"
+            raise StoreError(f"{self.path}: no selection {name!r} (the store has: {have}); make one with `salcurate select`")
+        return self._f[f"selections/{name}"][:]
+
+    def selection_meta(self, name: str) -> dict[str, Any]:
+        self.selection(name)
+        return _attrs_json(self._f[f"selections/{name}"])
+
+    def run_log(self) -> list[dict[str, Any]]:
+        return [json.loads(s) for s in self._f["log/entries"].asstr()[:]]
+
+
+def _attrs_json(obj: h5py.HLObject) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obj.attrs.items():
+        v = v.decode() if isinstance(v, bytes) else v
+        if isinstance(v, str) and k in ("config", "rule"):
+            v = json.loads(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in MAP_KINDS:
+        raise StoreError(f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}")
+    return kind
+
+
+# --------------------------------------------------------------------------------------
+# Locking and atomic replacement
+# --------------------------------------------------------------------------------------
+def _partial_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+
+
+@contextlib.contextmanager
+def _write_lock(dest: Path) -> Iterator[None]:
+    """Serialize writers of one store (advisory lock on a hidden file beside it)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path = dest.with_name(f".{dest.name}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"{dest}: cannot create the lock file {lock_path} ({exc}); check the folder's permissions") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StoreError(
+                f"{dest}: another salcurate command is writing to this store; wait for it to finish"
+            ) from None
+        # Only the lock holder makes partial files, so any left over are from killed writers.
+        for stale in dest.parent.glob(f".{dest.name}.*.partial"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit(partial: Path, dest: Path) -> None:
+    _fsync_path(partial)
+    os.replace(partial, dest)
+    _fsync_path(dest.parent, directory=True)
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+class _Writable:
+    """Write operations on an open, not yet committed copy of a store."""
+
+    def __init__(self, f: h5py.File, path: Path) -> None:
+        self._f = f
+        self.path = path
+
+    @property
+    def num_samples(self) -> int:
+        return int(self._f["samples/id"].shape[0])
+
+    # -- samples ---------------------------------------------------------------------
+    def append_samples(self, records: Sequence[SampleRecord]) -> None:
+        """Append samples (ids must be new; class count must match the store)."""
+        if not records:
+            return
+        f = self._f
+        n0 = self.num_samples
+        n1 = n0 + len(records)
+        C = int(f["classes/names"].shape[0]) - 1
+        s = f["samples"]
+        for name in ("id", "split", "height", "width", "strong", "has_tags"):
+            s[name].resize((n1,))
+        s["tags"].resize((n1, C))
+        s["id"][n0:n1] = [r.id for r in records]
+        s["split"][n0:n1] = [r.split for r in records]
+        s["height"][n0:n1] = [r.height for r in records]
+        s["width"][n0:n1] = [r.width for r in records]
+        s["strong"][n0:n1] = [int(r.strong) for r in records]
+        s["has_tags"][n0:n1] = [int(r.tags is not None) for r in records]
+        tags = np.zeros((len(records), C), dtype=np.uint8)
+        for j, r in enumerate(records):
+            if r.tags is not None:
+                tags[j] = np.asarray(r.tags, dtype=bool)
+        s["tags"][n0:n1] = tags
+
+        images = f["images"]
+        _append_ragged(images["bytes"], images["offsets"], [np.frombuffer(r.image_bytes, np.uint8) for r in records])
+        images["format"].resize((n1,))
+        images["format"][n0:n1] = [r.image_format for r in records]
+
+        for kind in MAP_KINDS:
+            g = f[f"maps/{kind}"]
+            arrays = [r.map(kind) for r in records]
+            _append_ragged(g["pixels"], g["offsets"], arrays)
+            if kind in LABEL_KINDS:
+                hist = np.zeros((len(records), C + 2), dtype=np.uint32)
+                for j, a in enumerate(arrays):
+                    if a is not None:
+                        counts = np.bincount(a.ravel(), minlength=256)
+                        hist[j, : C + 1] = counts[: C + 1]
+                        hist[j, C + 1] = counts[IGNORE_LABEL]
+                g["histogram"].resize((n1, C + 2))
+                g["histogram"][n0:n1] = hist
+
+        for group in ("scores", "selections"):  # existing columns grow, NaN / 0 for new samples
+            for name, ds in f[group].items():
+                ds.resize((n1,))
+                ds[n0:n1] = np.nan if group == "scores" else 0.0
+
+    # -- scores ----------------------------------------------------------------------
+    def put_scores(self, columns: dict[str, np.ndarray], *, config: dict[str, Any], command: str,
+                   overwrite: bool = False) -> None:
+        """Write complete score columns, each ``(N,)`` float, NaN for "not computed"."""
+        for name, values in columns.items():
+            values = np.asarray(values, dtype=np.float32)
+            if values.shape != (self.num_samples,):
+                raise StoreError(f"score {name!r}: expected shape ({self.num_samples},), got {values.shape}")
+            self._new_column("scores", name, values, overwrite=overwrite,
+                             attrs={"config": json.dumps(config, sort_keys=True, default=str), "command": command})
+
+    def create_scores(self, names: Iterable[str], *, config: dict[str, Any], command: str,
+                      overwrite: bool = False) -> None:
+        """Create NaN-filled columns for a resumable computation to fill in place."""
+        empty = np.full(self.num_samples, np.nan, dtype=np.float32)
+        self.put_scores({n: empty for n in names}, config=config, command=command, overwrite=overwrite)
+
+    def delete_score(self, name: str) -> None:
+        if name in self._f["scores"]:
+            del self._f[f"scores/{name}"]
+
+    # -- selections ------------------------------------------------------------------
+    def put_selection(self, name: str, weights: np.ndarray, *, rule: dict[str, Any], command: str,
+                      overwrite: bool = False) -> None:
+        """Write a named selection: ``(N,)`` weights (Eq. 9) plus the rule that made them."""
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.shape != (self.num_samples,):
+            raise StoreError(f"selection {name!r}: expected shape ({self.num_samples},), got {weights.shape}")
+        self._new_column("selections", name, weights, overwrite=overwrite,
+                         attrs={"rule": json.dumps(rule, sort_keys=True, default=str), "command": command})
+
+    def _new_column(self, group: str, name: str, values: np.ndarray, *, overwrite: bool,
+                    attrs: dict[str, str]) -> None:
+        _check_column_name(name)
+        g = self._f[group]
+        if name in g:
+            if not overwrite:
+                what = "score column" if group == "scores" else "selection"
+                raise StoreError(f"{self.path}: {what} {name!r} exists already; pass --overwrite to replace it or choose another name")
+            del g[name]
+        # Uncompressed and written whole, so every chunk is allocated: in-place filling later
+        # overwrites raw bytes only (see the module docstring).
+        ds = g.create_dataset(name, data=values, maxshape=(None,), chunks=(max(1, min(len(values), 1 << 16)),))
+        for k, v in attrs.items():
+            ds.attrs[k] = v
+        ds.attrs["created"] = utc_now()
+        ds.attrs["salcurate_version"] = __version__
+
+
+def _check_column_name(name: str) -> None:
+    if not name or "/" in name or name.startswith(".") or not name.isprintable():
+        raise StoreError(f"invalid column name {name!r}: use letters, digits, '-', '_' and '.' without '/'")
+
+
+def _append_ragged(data: h5py.Dataset, offsets: h5py.Dataset, arrays: Sequence[np.ndarray | None]) -> None:
+    sizes = np.array([0 if a is None else a.size for a in arrays], dtype=np.uint64)
+    n0 = offsets.shape[0]
+    start = int(offsets[n0 - 1])
+    total = int(sizes.sum())
+    if total:
+        flat = np.concatenate([a.reshape(-1) for a in arrays if a is not None and a.size])
+        data.resize((start + total,))
+        data[start : start + total] = flat
+    offsets.resize((n0 + len(arrays),))
+    offsets[n0:] = start + np.cumsum(sizes)
+
+
+class StoreTransaction(_Writable):
+    """A copy of the store being changed; committed by :func:`transaction` on success."""
+
+
+def _init_layout(f: h5py.File, class_names: Sequence[str]) -> None:
+    f.attrs["salcurate_format"] = FORMAT_NAME
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["salcurate_version"] = __version__
+    f.attrs["created"] = utc_now()
+    C = len(class_names) - 1
+    f.create_dataset("classes/names", data=list(class_names), dtype=_STR)
+    s = f.create_group("samples")
+    for name, dtype in (("id", _STR), ("split", _STR), ("height", np.uint32), ("width", np.uint32),
+                        ("strong", np.uint8), ("has_tags", np.uint8)):
+        s.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+    s.create_dataset("tags", shape=(0, C), maxshape=(None, C), dtype=np.uint8, chunks=(4096, max(C, 1)))
+    img = f.create_group("images")
+    img.create_dataset("bytes", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BYTES_CHUNK,))
+    img.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+    img.create_dataset("format", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+    for kind in MAP_KINDS:
+        g = f.create_group(f"maps/{kind}")
+        g.create_dataset("pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
+                         compression="gzip", compression_opts=_DEFLATE)
+        g.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+        if kind in LABEL_KINDS:
+            g.create_dataset("histogram", shape=(0, C + 2), maxshape=(None, C + 2), dtype=np.uint32,
+                             chunks=(4096, C + 2))
+    f.create_group("scores")
+    f.create_group("selections")
+    f.create_dataset("log/entries", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+
+
+def _append_log(f: h5py.File, entry: LogEntry) -> None:
+    ds = f["log/entries"]
+    n = ds.shape[0]
+    ds.resize((n + 1,))
+    ds[n] = entry.to_json()
+    f.attrs["salcurate_version"] = __version__
+
+
+def _finish_log(f: h5py.File, command: str, config: dict[str, Any], started: float) -> None:
+    now = time.time()
+    _append_log(f, LogEntry(
+        command=command, config=config,
+        started=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        finished=utc_now(), duration_s=round(now - started, 3), salcurate_version=__version__,
+    ))
+
+
+@contextlib.contextmanager
+def create_store(dest: str | os.PathLike[str], class_names: Sequence[str], *, command: str,
+                 config: dict[str, Any], overwrite: bool = False,
+                 started: float | None = None) -> Iterator[_Writable]:
+    """Build a new store beside ``dest`` and rename it over ``dest`` when the block succeeds.
+
+    On any exception the partial file is removed and ``dest`` is left as it was.
+    """
+    dest = Path(dest)
+    started = time.time() if started is None else started
+    if dest.exists() and not overwrite:
+        raise StoreError(f"{dest}: exists already; pass --overwrite to replace it or --append to add samples")
+    if len(class_names) < 2:
+        raise StoreError(f"expected background plus at least one class name, got {list(class_names)}")
+    if not dest.parent.is_dir():
+        raise StoreError(f"{dest}: the folder {dest.parent} does not exist; create it first")
+    with _write_lock(dest):
+        partial = _partial_path(dest)
+        try:
+            with h5py.File(str(partial), "w", **_RDCC) as f:
+                _init_layout(f, class_names)
+                yield _Writable(f, dest)
+                _finish_log(f, command, config, started)
+            _commit(partial, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+
+
+@contextlib.contextmanager
+def transaction(path: str | os.PathLike[str], *, command: str, config: dict[str, Any],
+                started: float | None = None) -> Iterator[StoreTransaction]:
+    """Change a store atomically: all of the block's writes land together, or none do.
+
+    The run log gets one entry for ``command`` with its resolved ``config``.
+    """
+    path = Path(path)
+    started = time.time() if started is None else started
+    _check_store_file(path)
+    with _write_lock(path):
+        with _open_h5(path, "r") as f:
+            _check_schema(f, path)
+        partial = _partial_path(path)
+        try:
+            shutil.copyfile(path, partial)
+            with h5py.File(str(partial), "r+", **_RDCC) as f:
+                tx = StoreTransaction(f, path)
+                yield tx
+                _finish_log(f, command, config, started)
+            _commit(partial, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+
+
+class ColumnFiller:
+    """Fill existing score columns in place (for resumable computations).
+
+    Only columns made by :meth:`StoreTransaction.create_scores` (or ``put_scores``) may be
+    filled; writes overwrite values at fixed offsets and never change the file's structure.
+    Call :meth:`flush` after each batch so that finished work survives a kill.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], names: Sequence[str]) -> None:
+        self.path = Path(path)
+        _check_store_file(self.path)
+        self._lock = _write_lock(self.path)
+        self._lock.__enter__()
+        try:
+            self._f = _open_h5(self.path, "r+")
+            _check_schema(self._f, self.path)
+            missing = [n for n in names if n not in self._f["scores"]]
+            if missing:
+                raise StoreError(f"{self.path}: score columns {missing} do not exist; create them in a transaction first")
+            self._cols = {n: self._f[f"scores/{n}"] for n in names}
+            for name, ds in self._cols.items():
+                if ds.compression is not None:
+                    raise StoreError(f"{self.path}: score column {name!r} is compressed and cannot be filled in place")
+        except BaseException:
+            self.close()
+            raise
+
+    def write(self, name: str, indices: np.ndarray, values: np.ndarray) -> None:
+        """Set ``column[indices] = values``; ``indices`` sorted ascending, ``values`` float."""
+        indices = np.asarray(indices, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float32)
+        ds = self._cols[name]
+        if len(indices) and np.all(np.diff(indices) == 1):
+            ds[int(indices[0]) : int(indices[-1]) + 1] = values
+        elif len(indices):
+            ds[indices] = values  # h5py point selection; indices must be increasing
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        f = getattr(self, "_f", None)
+        if f is not None:
+            f.close()
+            self._f = None
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def __enter__(self) -> ColumnFiller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
