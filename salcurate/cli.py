@@ -20,6 +20,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn,
                            TimeRemainingColumn)
 from rich.text import Text
@@ -110,12 +111,12 @@ def _import(layout: str, root: Path, output: Path, **options: Any) -> None:
             state["advance"] = stack.enter_context(progress_bar(f"importing {root.name}", len(plan.samples)))
 
         summary = import_dataset(config, on_plan=on_plan, progress=lambda n: state["advance"](n))
-    table = Table(title=f"{summary.output}: {summary.num_imported} samples imported "
+    table = Table(title=f"{escape(str(summary.output))}: {summary.num_imported} samples imported "
                         f"({summary.num_total} in the store) in {summary.seconds:.1f} s")
     for col in ("split", "samples"):
         table.add_column(col)
     for split, n in sorted(summary.per_split.items()):
-        table.add_row(split, str(n))
+        table.add_row(escape(split), str(n))
     out.print(table)
     out.print(f"proxy masks {summary.with_proxy}, ground truth {summary.with_gt}, saliency {summary.with_saliency}, "
               f"tags {summary.with_tags}, strong {summary.strong}"
@@ -194,16 +195,16 @@ def info(
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    out.print(f"[bold]{summary['path']}[/bold]: {summary['num_samples']} samples, {summary['num_classes']} classes, "
+    out.print(f"[bold]{escape(summary['path'])}[/bold]: {summary['num_samples']} samples, {summary['num_classes']} classes, "
               f"schema v{summary['schema_version']} (salcurate {summary['salcurate_version']})")
-    out.print("splits: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    out.print("splits: " + ", ".join(f"{escape(k)} {v}" for k, v in summary["splits"].items())
               + " | maps: " + ", ".join(f"{k} {v}" for k, v in summary["maps"].items())
               + f" | tags {summary['with_tags']} | strong {summary['strong']}")
     t = Table(title="classes")
     for col in ("#", "name", "proxy images", "proxy pixels", "gt images", "tagged images"):
         t.add_column(col, justify="right" if col != "name" else "left")
     for row in summary["classes"]:
-        t.add_row(str(row["index"]), row["name"], str(row["proxy_images"]), f"{row['proxy_pixels']:,}",
+        t.add_row(str(row["index"]), escape(row["name"]), str(row["proxy_images"]), f"{row['proxy_pixels']:,}",
                   str(row["gt_images"]), "" if row["tagged_images"] is None else str(row["tagged_images"]))
     out.print(t)
     if summary["scores"]:
@@ -211,14 +212,14 @@ def info(
         for col in ("name", "computed", "mean", "min", "max"):
             t.add_column(col)
         for name, s in summary["scores"].items():
-            t.add_row(name, str(s["computed"]), *("-" if s[k] is None else f"{s[k]:.3f}" for k in ("mean", "min", "max")))
+            t.add_row(escape(name), str(s["computed"]), *("-" if s[k] is None else f"{s[k]:.3f}" for k in ("mean", "min", "max")))
         out.print(t)
     if summary["selections"]:
         t = Table(title="selections")
         for col in ("name", "kept", "rule"):
             t.add_column(col)
         for name, s in summary["selections"].items():
-            t.add_row(name, f"{s['kept']}/{s['total']}", json.dumps(s["rule"], sort_keys=True))
+            t.add_row(escape(name), f"{s['kept']}/{s['total']}", escape(json.dumps(s["rule"], sort_keys=True)))
         out.print(t)
     t = Table(title="run log")
     for col in ("finished", "command", "seconds"):
@@ -250,9 +251,9 @@ def export(
                           images=images, scores_csv=_s(scores), overwrite=overwrite)
     with progress_bar("exporting", None) as advance:
         summary = export_store(config, progress=advance)
-    out.print(f"exported {summary.exported} masks to {summary.out}"
+    out.print(f"exported {summary.exported} masks to {escape(str(summary.out))}"
               + (f" ({summary.without_mask} samples without a {kind} mask skipped)" if summary.without_mask else "")
-              + (f"; scores in {summary.scores_csv}" if summary.scores_csv else ""))
+              + (f"; scores in {escape(str(summary.scores_csv))}" if summary.scores_csv else ""))
 
 
 # --------------------------------------------------------------------------------------
@@ -271,15 +272,15 @@ def demo(
 
     config = DemoConfig(num_images=images, seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
-    out.print(f"[bold]# making the demo dataset in {folder / 'voc'} ({images} images, seed {seed})[/bold]")
+    out.print(f"[bold]# making the demo dataset in {escape(str(folder / 'voc'))} ({images} images, seed {seed})[/bold]")
     with progress_bar("generating", images) as advance:
         make_demo_dataset(folder / "voc", config, progress=advance)
     for argv in demo_commands(folder, config):
-        out.print(f"\n[bold]$ salcurate {shlex.join(argv)}[/bold]")
+        out.print(f"\n[bold]$ salcurate {escape(shlex.join(argv))}[/bold]")
         code = app(argv, prog_name="salcurate", standalone_mode=False)
         if code:  # the step printed its own error line
             raise typer.Exit(code)
-    out.print(f"\ndemo finished: the store is {folder / 'masks.h5'}")
+    out.print(f"\ndemo finished: the store is {escape(str(folder / 'masks.h5'))}")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ import numpy as np
 
 from salcurate import store as store_mod
 from salcurate.errors import InputError
-from salcurate.imageio import IGNORE_LABEL, VOC_CLASS_NAMES, probe_image, read_grey_png, read_label_png
+from salcurate.imageio import IGNORE_LABEL, VOC_CLASS_NAMES, grey_png_bytes, probe_image, read_grey_png, read_label_png
 from salcurate.store import SampleRecord
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class ImportPlan:
     class_names: tuple[str, ...]
     tags_from_gt: bool
     skipped: int  # images found but left out (no proxy annotation), default-split mode only
+    resolved: dict[str, object]  # where each kind of file was found, for the run log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +119,7 @@ def read_id_list(path: Path) -> list[str]:
     if not path.is_file():
         raise InputError(f"{path}: list file not found; check the split name or the folder")
     ids = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_read_text(path, "list file").splitlines(), 1):
         line = line.strip()
         if line:
             ids.append(check_sample_id(line.split()[0], f"{path}:{lineno}"))
@@ -127,7 +129,7 @@ def read_id_list(path: Path) -> list[str]:
 def read_class_names(path: Path) -> tuple[str, ...]:
     if not path.is_file():
         raise InputError(f"{path}: class names file not found; give one name per line, background first")
-    names = tuple(n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip())
+    names = tuple(n.strip() for n in _read_text(path, "class names file").splitlines() if n.strip())
     if len(names) < 2:
         raise InputError(f"{path}: expected background plus at least one class name, got {len(names)} names")
     if len(set(names)) != len(names):
@@ -163,19 +165,19 @@ def read_tags_csv(path: Path, class_names: Sequence[str]) -> dict[str, tuple[int
     if not path.is_file():
         raise InputError(f"{path}: tags file not found; give a CSV with lines `id,tags`")
     tags: dict[str, tuple[int, ...]] = {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        for lineno, row in enumerate(csv.reader(fh), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if lineno == 1 and row[0].strip().lower() == "id":
-                continue
-            where = f"{path}:{lineno}"
-            if len(row) < 2:
-                raise InputError(f"{where}: expected `id,tags`, got {','.join(row)!r}")
-            sample_id = check_sample_id(row[0].strip(), where)
-            if sample_id in tags:
-                raise InputError(f"{where}: duplicate id {sample_id!r} in the tags file; keep one line per image")
-            tags[sample_id] = parse_tag_tokens(row[1].split(), class_names, where)
+    text = _read_text(path, "tags file")
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if lineno == 1 and row[0].strip().lower() == "id":
+            continue
+        where = f"{path}:{lineno}"
+        if len(row) < 2:
+            raise InputError(f"{where}: expected `id,tags`, got {','.join(row)!r}")
+        sample_id = check_sample_id(row[0].strip(), where)
+        if sample_id in tags:
+            raise InputError(f"{where}: duplicate id {sample_id!r} in the tags file; keep one line per image")
+        tags[sample_id] = parse_tag_tokens(row[1].split(), class_names, where)
     return tags
 
 
@@ -187,7 +189,7 @@ def read_tags_dir(folder: Path, ids: Sequence[str], class_names: Sequence[str]) 
         path = folder / f"{sample_id}.txt"
         if not path.is_file():
             raise InputError(f"{path}: tags file for {sample_id!r} not found; write one class index per line")
-        out[sample_id] = parse_tag_tokens(path.read_text(encoding="utf-8").split(), class_names, str(path))
+        out[sample_id] = parse_tag_tokens(_read_text(path, "tags file").split(), class_names, str(path))
     return out
 
 
@@ -195,6 +197,16 @@ def tags_from_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Image tags from a label map: ``(H, W)`` uint8 → ``(C,)`` bool, class k at position k-1."""
     counts = np.bincount(labels.ravel(), minlength=256)
     return counts[1 : num_classes + 1] > 0
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A text file as UTF-8 (a leading byte-order mark, as Excel writes, is dropped)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: expected a UTF-8 {what}, but byte {exc.start} is not UTF-8; save the file as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc}); check the file") from None
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -314,7 +326,15 @@ def plan_import(config: ImportConfig) -> ImportPlan:
         sal = saliency_dir / f"{sample_id}.png" if saliency_dir is not None and (saliency_dir / f"{sample_id}.png").is_file() else None
         sample_tags = None if tags is None else tags.get(sample_id)
         samples.append(PlannedSample(sample_id, split, images[sample_id], proxy, gt, sal, sample_tags, sample_id in strong))
-    return ImportPlan(tuple(samples), tuple(class_names), config.tags_from_gt, skipped)
+    tags_source = ("gt" if config.tags_from_gt else config.tags_file or config.tags_dir
+                   or (str(root / "tags.csv") if tags is not None else None))
+    resolved = {"images": str(image_dir), "proxy": _s(proxy_dir), "gt": _s(gt_dir), "saliency": _s(saliency_dir),
+                "tags": tags_source, "class_names": list(class_names)}
+    return ImportPlan(tuple(samples), tuple(class_names), config.tags_from_gt, skipped, resolved)
+
+
+def _s(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 # --------------------------------------------------------------------------------------
@@ -349,10 +369,16 @@ def load_sample(p: PlannedSample, class_names: Sequence[str], tags_from_gt: bool
         proxy = _check_labels(read_label_png(p.proxy), p.proxy, C, (h, w))
     if p.gt is not None:
         gt = _check_labels(read_label_png(p.gt), p.gt, C, (h, w))
+    sal_png = None
     if p.saliency is not None:
-        sal = read_grey_png(p.saliency)
+        try:
+            sal_bytes = p.saliency.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{p.saliency}: cannot read the saliency map ({exc}); check the file") from None
+        sal = read_grey_png(sal_bytes, name=str(p.saliency))
         if sal.shape != (h, w):
             raise InputError(f"{p.saliency}: saliency map is {sal.shape[1]}x{sal.shape[0]} but its image is {w}x{h}; resize it to its image")
+        sal_png = grey_png_bytes(sal_bytes, sal)
     tags = None
     if tags_from_gt and gt is not None:
         tags = tags_from_labels(gt, C)
@@ -360,7 +386,7 @@ def load_sample(p: PlannedSample, class_names: Sequence[str], tags_from_gt: bool
         tags = np.zeros(C, dtype=bool)
         tags[np.asarray(p.tags, dtype=np.int64) - 1] = True
     return SampleRecord(id=p.id, split=p.split, image_bytes=data, image_format=fmt, height=h, width=w,
-                        proxy=proxy, gt=gt, saliency=sal, tags=tags, strong=p.strong)
+                        proxy=proxy, gt=gt, saliency=sal, tags=tags, strong=p.strong, saliency_png=sal_png)
 
 
 def iter_loaded(plan: ImportPlan, *, workers: int) -> Iterator[SampleRecord]:
@@ -397,6 +423,8 @@ def import_dataset(config: ImportConfig, *, progress: ProgressFn | None = None,
     """Import a dataset into a new store (or append a split with ``config.append``)."""
     started = time.time()
     output = Path(config.output)
+    if output.is_dir():
+        raise InputError(f"{output}: expected a store file path, got a folder; give a file name such as {output / 'masks.h5'}")
     if not config.append and output.exists() and not config.overwrite:
         raise InputError(f"{output}: exists already; pass --overwrite to replace it or --append to add samples")
     plan = plan_import(config)
@@ -404,7 +432,7 @@ def import_dataset(config: ImportConfig, *, progress: ProgressFn | None = None,
         on_plan(plan)
     workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
     command = f"import {config.layout}"
-    cfg = config.to_dict()
+    cfg = {**config.to_dict(), "resolved": plan.resolved}
     counts = dict(proxy=0, gt=0, saliency=0, tags=0, strong=0)
     per_split: dict[str, int] = {}
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,7 +74,8 @@ def export_store(config: ExportConfig, *, progress: Callable[[int], None] | None
 
     With ``images``: also ``OUT/images/<id>.<ext>`` (the original bytes) and a DeepLab-style
     ``OUT/list.txt`` of ``images/<id>.jpg masks/<id>.png`` pairs.  With ``scores_csv``: one row
-    per exported sample with its id, split and every score column.
+    per exported sample with its id, split and every score column.  ``overwrite`` writes into a
+    non-empty folder; a previous export's files there are replaced, other files are left alone.
     """
     if config.kind not in LABEL_KINDS:
         raise InputError(f"unknown mask kind {config.kind!r}; expected one of {', '.join(LABEL_KINDS)}")
@@ -82,10 +84,18 @@ def export_store(config: ExportConfig, *, progress: Callable[[int], None] | None
         raise InputError(f"{out}: exists and is not a folder; choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not config.overwrite:
         raise InputError(f"{out}: folder is not empty; pass --overwrite to write into it or choose another folder")
+    if config.scores_csv and not Path(config.scores_csv).resolve().parent.is_dir():
+        raise InputError(f"{config.scores_csv}: the folder for the scores CSV does not exist; create it first")
     with MaskStore(config.store) as store:
         indices = chosen_indices(store, selection=config.selection, split=config.split)
         mask_dir = out / "masks"
         image_dir = out / "images"
+        if (out / "export.json").is_file():  # replacing a previous export: drop its files first
+            for d in (mask_dir, image_dir):
+                if d.is_dir():
+                    shutil.rmtree(d)
+            for name in ("ids.txt", "list.txt", "export.json"):
+                (out / name).unlink(missing_ok=True)
         mask_dir.mkdir(parents=True, exist_ok=True)
         if config.images:
             image_dir.mkdir(exist_ok=True)
@@ -129,7 +139,7 @@ def export_store(config: ExportConfig, *, progress: Callable[[int], None] | None
             with scores_path.open("w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
                 w.writerow(["id", "split", *names])
-                for i in indices:
+                for i in exported:
                     w.writerow([store.ids[i], store.splits[i], *(("" if np.isnan(c[i]) else f"{c[i]:.6g}") for c in columns)])
         meta = {"config": config.to_dict(), "exported": len(exported), "created": utc_now(),
                 "selection_rule": store.selection_meta(config.selection).get("rule") if config.selection else None}

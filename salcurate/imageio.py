@@ -7,7 +7,9 @@ place that knows about file formats; the math modules work on arrays.
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +44,9 @@ def voc_palette() -> np.ndarray:
 _VOC_PALETTE_FLAT = voc_palette().reshape(-1).tolist()
 
 
-def _open(source: Path | bytes, what: str) -> Image.Image:
-    name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+def _open(source: Path | bytes, what: str, name: str | None = None) -> Image.Image:
+    if name is None:
+        name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
     try:
         image = Image.open(io.BytesIO(source) if not isinstance(source, Path) else source)
         image.load()
@@ -68,11 +71,11 @@ def read_label_png(source: Path | bytes) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_grey_png(source: Path | bytes, what: str = "saliency map") -> np.ndarray:
+def read_grey_png(source: Path | bytes, what: str = "saliency map", *, name: str | None = None) -> np.ndarray:
     """Read an 8-bit grey map: ``(H, W)`` uint8 (RGB input is converted to luminance)."""
-    image = _open(source, what)
+    image = _open(source, what, name)
     if image.mode in ("I;16", "I", "F"):
-        raise InputError(f"{source}: expected an 8-bit {what}, got mode {image.mode}; save it as 8-bit grey PNG")
+        raise InputError(f"{name or source}: expected an 8-bit {what}, got mode {image.mode}; save it as 8-bit grey PNG")
     if image.mode != "L":
         image = image.convert("L")
     return np.asarray(image, dtype=np.uint8)
@@ -99,12 +102,58 @@ def probe_image(data: bytes, name: str) -> tuple[int, int, str]:
     return height, width, fmt
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes to ``(H, W, 3)`` uint8 RGB."""
+@functools.lru_cache(maxsize=1)
+def _torchvision_decoder() -> Callable[[bytes], np.ndarray] | None:
+    try:
+        import torch
+        from torchvision.io import ImageReadMode
+        from torchvision.io import decode_image as tv_decode
+    except ImportError:  # torchvision is deprecating its decoders; Pillow takes over then
+        return None
+
+    def decode(data: bytes) -> np.ndarray:
+        tensor = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return tensor.permute(1, 2, 0).contiguous().numpy()
+
+    return decode
+
+
+def decode_image(data: bytes, *, backend: str = "auto") -> np.ndarray:
+    """Decode encoded image bytes to ``(H, W, 3)`` uint8 RGB.
+
+    ``backend="auto"`` decodes JPEG and PNG with torchvision's decoder when it has one (the
+    same libjpeg-turbo and libpng as Pillow, same pixels, about 3x faster for a 500x375 JPEG
+    because Pillow's RGB-to-array repacking is skipped) and everything else with Pillow;
+    ``"pillow"`` always uses Pillow.
+    """
+    if backend == "auto" and (data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"):
+        decoder = _torchvision_decoder()
+        if decoder is not None:
+            return decoder(data)
     image = Image.open(io.BytesIO(data))
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image)
+
+
+def grey_png_bytes(source: Path | bytes, values: np.ndarray | None = None) -> bytes:
+    """The bytes of an 8-bit grey PNG holding ``values``: the source file itself when it already
+    is one (bit-exact, no re-encoding), else ``values`` encoded losslessly."""
+    data = source.read_bytes() if isinstance(source, Path) else bytes(source)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode == "L":
+                return data
+    if values is None:
+        values = read_grey_png(data)
+    return encode_grey_png(values)
+
+
+def encode_grey_png(values: np.ndarray) -> bytes:
+    """Encode ``(H, W)`` uint8 as 8-bit grey PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def encode_label_png(labels: np.ndarray, *, palette: bool = True) -> bytes:
@@ -124,4 +173,4 @@ def write_label_png(path: Path, labels: np.ndarray, *, palette: bool = True) -> 
 
 def write_grey_png(path: Path, values: np.ndarray) -> None:
     """Write ``(H, W)`` uint8 values as an 8-bit grey PNG."""
-    Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8)).save(path, format="PNG")
+    Path(path).write_bytes(encode_grey_png(values))

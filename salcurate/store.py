@@ -50,6 +50,8 @@ SCHEMA_VERSION = 1
 MAP_KINDS: tuple[str, ...] = ("proxy", "gt", "saliency")
 #: Maps holding class indices (a class histogram is kept for these).
 LABEL_KINDS: tuple[str, ...] = ("proxy", "gt")
+#: Maps kept as 8-bit grey PNG files (smooth grey maps: PNG's row filters beat plain deflate).
+PNG_KINDS: tuple[str, ...] = ("saliency",)
 IGNORE_LABEL = 255
 
 _STR = h5py.string_dtype("utf-8")
@@ -86,9 +88,22 @@ class SampleRecord:
     saliency: np.ndarray | None = None
     tags: np.ndarray | None = None
     strong: bool = False
+    #: The saliency map's PNG file bytes when it came as an 8-bit grey PNG (kept bit-exact).
+    saliency_png: bytes | None = None
 
     def map(self, kind: str) -> np.ndarray | None:
         return getattr(self, kind)
+
+    def encoded(self, kind: str) -> np.ndarray | None:
+        """The flat uint8 array the store keeps for this map (pixels, or PNG bytes)."""
+        values = self.map(kind)
+        if values is None:
+            return None
+        if kind in PNG_KINDS:
+            from salcurate.imageio import encode_grey_png
+
+            return np.frombuffer(self.saliency_png or encode_grey_png(values), np.uint8)
+        return values.reshape(-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +183,12 @@ class MaskStore:
         self._f = _open_h5(self.path, "r")
         try:
             self.schema_version = _check_schema(self._f, self.path)
-            self._load()
+            try:
+                self._load()
+            except (KeyError, ValueError, OSError) as exc:
+                raise StoreError(
+                    f"{self.path}: the store's layout is damaged ({exc}); re-import the dataset or restore a copy"
+                ) from None
         except Exception:
             self._f.close()
             raise
@@ -249,7 +269,13 @@ class MaskStore:
         lo, hi = int(off[i]), int(off[i + 1])
         if hi == lo:
             return None
-        flat = self._f[f"maps/{kind}/pixels"][lo:hi]
+        return self._decode_map(kind, i, self._f[_data_path(kind)][lo:hi])
+
+    def _decode_map(self, kind: str, i: int, flat: np.ndarray) -> np.ndarray:
+        if kind in PNG_KINDS:
+            from salcurate.imageio import read_grey_png
+
+            return read_grey_png(flat.tobytes())
         return flat.reshape(int(self.heights[i]), int(self.widths[i]))
 
     def iter_maps(
@@ -258,7 +284,7 @@ class MaskStore:
         """Yield ``(i, map or None)`` in index order, reading large contiguous blocks."""
         off = self._map_offsets[_check_kind(kind)]
         order = np.arange(len(self.ids)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
-        pixels = self._f[f"maps/{kind}/pixels"]
+        pixels = self._f[_data_path(kind)]
         pos = 0
         while pos < len(order):
             first = int(order[pos])
@@ -271,7 +297,7 @@ class MaskStore:
             for i in order[pos:end]:
                 i = int(i)
                 a, b = int(off[i]) - lo, int(off[i + 1]) - lo
-                yield i, (block[a:b].reshape(int(self.heights[i]), int(self.widths[i])) if b > a else None)
+                yield i, (self._decode_map(kind, i, block[a:b]) if b > a else None)
             pos = end
 
     def class_histogram(self, kind: str) -> np.ndarray:
@@ -323,6 +349,10 @@ def _attrs_json(obj: h5py.HLObject) -> dict[str, Any]:
             v = v.item()
         out[k] = v
     return out
+
+
+def _data_path(kind: str) -> str:
+    return f"maps/{kind}/png" if kind in PNG_KINDS else f"maps/{kind}/pixels"
 
 
 def _check_kind(kind: str) -> str:
@@ -432,7 +462,7 @@ class _Writable:
         for kind in MAP_KINDS:
             g = f[f"maps/{kind}"]
             arrays = [r.map(kind) for r in records]
-            _append_ragged(g["pixels"], g["offsets"], arrays)
+            _append_ragged(f[_data_path(kind)], g["offsets"], [r.encoded(kind) for r in records])
             if kind in LABEL_KINDS:
                 hist = np.zeros((len(records), C + 2), dtype=np.uint32)
                 for j, a in enumerate(arrays):
@@ -537,8 +567,13 @@ def _init_layout(f: h5py.File, class_names: Sequence[str]) -> None:
     img.create_dataset("format", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
     for kind in MAP_KINDS:
         g = f.create_group(f"maps/{kind}")
-        g.create_dataset("pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
-                         compression="gzip", compression_opts=_DEFLATE)
+        if kind in PNG_KINDS:
+            g.attrs["encoding"] = "png"
+            g.create_dataset("png", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BYTES_CHUNK,))
+        else:
+            g.attrs["encoding"] = "pixels"
+            g.create_dataset("pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
+                             compression="gzip", compression_opts=_DEFLATE)
         g.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
         if kind in LABEL_KINDS:
             g.create_dataset("histogram", shape=(0, C + 2), maxshape=(None, C + 2), dtype=np.uint32,
@@ -575,6 +610,8 @@ def create_store(dest: str | os.PathLike[str], class_names: Sequence[str], *, co
     """
     dest = Path(dest)
     started = time.time() if started is None else started
+    if dest.is_dir():
+        raise StoreError(f"{dest}: expected a store file path, got a folder; give a file name inside it")
     if dest.exists() and not overwrite:
         raise StoreError(f"{dest}: exists already; pass --overwrite to replace it or --append to add samples")
     if len(class_names) < 2:

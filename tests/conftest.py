@@ -1,0 +1,172 @@
+"""Shared fixtures: a tiny hand-made VOC-layout dataset, a store imported from it, CLI helpers.
+
+Everything here is written byte by byte with numpy + PIL (not with ``salcurate.demo_data``),
+so a test knows exactly which pixels went in and can compare them with what comes out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from salcurate.cli import app
+from salcurate.imageio import write_grey_png, write_label_png
+
+#: Background plus three classes with non-VOC names (nothing may assume the 21 VOC classes).
+CLASS_NAMES: tuple[str, ...] = ("background", "widget", "gadget", "gizmo")
+NUM_CLASSES = len(CLASS_NAMES) - 1
+
+#: (id, height, width, split); every image has its own size.
+SAMPLES: tuple[tuple[str, int, int, str], ...] = (
+    ("s001", 24, 32, "train"),
+    ("s002", 30, 20, "train"),
+    ("s003", 16, 16, "train"),
+    ("s004", 20, 28, "train"),
+    ("s005", 32, 24, "val"),
+    ("s006", 18, 22, "val"),
+)
+#: This id has no ground truth file and no line in tags.csv (gt and tags are optional).
+NO_GT_ID = "s006"
+
+
+@dataclasses.dataclass
+class TinyVoc:
+    """What ``tiny_voc`` wrote: folders, ids and the exact arrays behind every file."""
+
+    root: Path
+    ids: list[str]
+    splits: dict[str, list[str]]  # split -> ids, in list-file order
+    split_of: dict[str, str]  # id -> split
+    class_names: tuple[str, ...]
+    image_dir: Path
+    gt_dir: Path
+    proxy_dir: Path
+    saliency_dir: Path
+    split_dir: Path
+    tags_csv: Path
+    class_names_file: Path
+    images: dict[str, Path]  # id -> JPEG path
+    proxy: dict[str, np.ndarray]  # id -> (H, W) uint8
+    gt: dict[str, np.ndarray]  # id -> (H, W) uint8 (NO_GT_ID missing)
+    saliency: dict[str, np.ndarray]  # id -> (H, W) uint8
+    tags: dict[str, tuple[int, ...]]  # id -> class indices 1..C (NO_GT_ID missing)
+    sizes: dict[str, tuple[int, int]]  # id -> (H, W)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) - 1
+
+    def split_file(self, split: str) -> Path:
+        return self.split_dir / f"{split}.txt"
+
+
+def _label_map(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Blocky labels (background and 1-3 classes) with a few ignore (255) pixels: ``(H, W)`` uint8."""
+    present = rng.choice(np.arange(1, NUM_CLASSES + 1), size=rng.integers(1, NUM_CLASSES + 1), replace=False)
+    values = np.concatenate([[0], present]).astype(np.uint8)
+    coarse = rng.choice(values, size=(h // 4 + 1, w // 4 + 1))
+    labels = np.kron(coarse, np.ones((4, 4), dtype=np.uint8))[:h, :w].copy()
+    labels[rng.random((h, w)) < 0.05] = 255
+    labels[0, 0] = 255  # at least one ignore pixel everywhere
+    return labels
+
+
+def _jpeg_bytes(rng: np.random.Generator, h: int, w: int) -> bytes:
+    # Noise makes the entropy-coded data much larger than the headers, so truncating the
+    # file by half cuts into the scan (the interesting case), not into the header.
+    pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_tiny_voc(root: Path, seed: int = 0) -> TinyVoc:
+    """Write the tiny VOC-layout dataset under ``root`` and describe it."""
+    rng = np.random.default_rng(seed)
+    dirs = {name: root / name for name in ("JPEGImages", "SegmentationClass", "Proxy", "Saliency")}
+    split_dir = root / "ImageSets" / "Segmentation"
+    for d in (*dirs.values(), split_dir):
+        d.mkdir(parents=True)
+    v = TinyVoc(
+        root=root, ids=[s[0] for s in SAMPLES], splits={}, split_of={}, class_names=CLASS_NAMES,
+        image_dir=dirs["JPEGImages"], gt_dir=dirs["SegmentationClass"], proxy_dir=dirs["Proxy"],
+        saliency_dir=dirs["Saliency"], split_dir=split_dir, tags_csv=root / "tags.csv",
+        class_names_file=root / "class_names.txt", images={}, proxy={}, gt={}, saliency={}, tags={}, sizes={},
+    )
+    tag_lines = ["id,tags"]
+    for sample_id, h, w, split in SAMPLES:
+        v.splits.setdefault(split, []).append(sample_id)
+        v.split_of[sample_id] = split
+        v.sizes[sample_id] = (h, w)
+        image = v.image_dir / f"{sample_id}.jpg"
+        image.write_bytes(_jpeg_bytes(rng, h, w))
+        v.images[sample_id] = image
+        v.proxy[sample_id] = _label_map(rng, h, w)
+        write_label_png(v.proxy_dir / f"{sample_id}.png", v.proxy[sample_id])
+        v.saliency[sample_id] = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
+        write_grey_png(v.saliency_dir / f"{sample_id}.png", v.saliency[sample_id])
+        if sample_id != NO_GT_ID:
+            v.gt[sample_id] = _label_map(rng, h, w)
+            write_label_png(v.gt_dir / f"{sample_id}.png", v.gt[sample_id])
+            present = np.unique(v.gt[sample_id])
+            v.tags[sample_id] = tuple(int(k) for k in present if 1 <= k <= NUM_CLASSES)
+            tag_lines.append(f"{sample_id},{' '.join(str(k) for k in v.tags[sample_id])}")
+    for split, ids in v.splits.items():
+        v.split_file(split).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    v.tags_csv.write_text("\n".join(tag_lines) + "\n", encoding="utf-8")
+    v.class_names_file.write_text("\n".join(CLASS_NAMES) + "\n", encoding="utf-8")
+    return v
+
+
+@pytest.fixture
+def tiny_voc(tmp_path: Path) -> TinyVoc:
+    """Six small images of different sizes in VOC layout, train 4 / val 2, 3 classes."""
+    return write_tiny_voc(tmp_path / "voc")
+
+
+def voc_args(v: TinyVoc, out: Path | str, *, splits: Sequence[str] = ("train", "val"),
+             root: Path | str | None = None, pseudo: Path | str | None = None) -> list[str]:
+    """The standard ``import voc`` argument list for the tiny dataset."""
+    args = ["import", "voc", str(root if root is not None else v.root), "-o", str(out)]
+    for split in splits:
+        args += ["--split", split]
+    args += ["--pseudo", str(pseudo if pseudo is not None else v.proxy_dir), "--saliency", str(v.saliency_dir),
+             "--tags", str(v.tags_csv), "--class-names", str(v.class_names_file)]
+    return args
+
+
+def invoke(args: Sequence[str | os.PathLike[str]]) -> Result:
+    """Run the CLI in-process; stdout and stderr are kept apart."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_ok(result: Result) -> None:
+    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+def file_digest(path: Path | str) -> str:
+    """SHA-256 of a file's bytes (to check that a store was left unchanged)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 for every file under ``folder``."""
+    return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def tiny_store(tiny_voc: TinyVoc, tmp_path: Path) -> Path:
+    """The tiny dataset imported (train + val, proxy, gt, saliency, tags) via the CLI."""
+    out = tmp_path / "stores" / "tiny.h5"
+    out.parent.mkdir()
+    assert_ok(invoke(voc_args(tiny_voc, out)))
+    return out

@@ -1,0 +1,132 @@
+"""Nothing is lost: a writer killed with SIGKILL at a random moment leaves a readable store
+with every earlier write intact.
+
+A child process loops over the store's write paths (a transaction adding score columns and
+selections, appending samples now and then, and in-place filling of a pre-made column); the
+test kills it at random points and checks the store after each kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from salcurate import store
+from salcurate.store import MaskStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_store import CLASSES, build, make_records  # noqa: E402
+
+N0 = 40
+
+CHILD = textwrap.dedent(
+    """
+    import sys, numpy as np
+    sys.path.insert(0, {tests!r})
+    from salcurate import store
+    from test_store import make_records
+    path = {path!r}
+    def expected(k, n):
+        return np.random.default_rng(k).random(n).astype(np.float32)
+    with store.MaskStore(path) as st:
+        n, k = len(st), len([s for s in st.score_names() if s.startswith("t")])
+    print("ready", flush=True)
+    while True:
+        with store.transaction(path, command=f"w{{k}}", config={{"k": k}}) as tx:
+            if k % 4 == 3:
+                tx.append_samples(make_records(2, seed=1000 + n, start=1000 + n))
+                n += 2
+            tx.put_scores({{f"t{{k}}": expected(k, n)}}, config={{"k": k}}, command=f"w{{k}}")
+            tx.put_selection(f"sel{{k}}", expected(k, n) > 0.5, rule={{"k": k}}, command=f"w{{k}}")
+        with store.ColumnFiller(path, ["fill"]) as f:
+            for rnd in range(4):
+                for lo in range(0, {n0}, 2):
+                    idx = np.arange(lo, min(lo + 2, {n0}))
+                    f.write("fill", idx, idx / 100.0 + 4 * k + rnd)
+                    f.flush()
+        k += 1
+    """
+)
+
+
+def _expected(k: int, n: int) -> np.ndarray:
+    return np.random.default_rng(k).random(n).astype(np.float32)
+
+
+def _check_store(path: Path, originals: list[store.SampleRecord]) -> tuple[int, int]:
+    with MaskStore(path) as st:  # must open
+        n = len(st)
+        for i, r in enumerate(originals):
+            assert st.ids[i] == r.id
+            assert st.image_bytes(i) == r.image_bytes
+            np.testing.assert_array_equal(st.map("proxy", i), r.proxy)
+        # appended samples are whole and right
+        extra = st.ids[N0:]
+        assert len(extra) % 2 == 0
+        for j in range(0, len(extra), 2):
+            start = int(extra[j][1:])
+            for off, rec in enumerate(make_records(2, seed=start, start=start)):
+                i = N0 + j + off
+                assert st.ids[i] == rec.id and st.image_bytes(i) == rec.image_bytes
+                np.testing.assert_array_equal(st.map("proxy", i), rec.proxy)
+        names = [s for s in st.score_names() if s.startswith("t")]
+        for name in names:
+            k = int(name[1:])
+            col = st.score(name)
+            m = int(st.score_meta(name)["config"]["k"])
+            assert m == k
+            # a column made before later appends is NaN for the appended samples
+            done = ~np.isnan(col)
+            np.testing.assert_array_equal(col[done], _expected(k, int(done.sum())))
+            assert (st.selection(f"sel{k}")[done] == (_expected(k, int(done.sum())) > 0.5)).all()
+        fill = st.score("fill")[:N0]
+        ok = np.isnan(fill) | np.isclose(fill - np.floor(fill), np.arange(N0) / 100.0, atol=1e-4)
+        assert ok.all()
+        log = st.run_log()
+        assert log[0]["command"] == "test import"
+        assert len(log) == 2 + len(names)
+        return len(names), n
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_at_random_points_never_loses_data(tmp_path: Path) -> None:
+    originals = make_records(N0, seed=7)
+    path = build(tmp_path / "masks.h5", originals)
+    with store.transaction(path, command="setup", config={}) as tx:
+        tx.create_scores(["fill"], config={}, command="setup")
+    code = CHILD.format(tests=str(Path(__file__).parent), path=str(path), n0=N0)
+    rng = np.random.default_rng(1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    committed = []
+    mid_transaction = mid_fill = 0
+    for _ in range(24):
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.strip() == b"ready", child.stderr.read().decode() if child.stderr else ""
+        time.sleep(float(rng.uniform(0.0, 0.25)))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL  # it was killed mid-work, not crashed
+        mid_transaction += bool(list(tmp_path.glob("*.partial")))  # killed between copy and rename
+        k, _ = _check_store(path, originals)
+        with MaskStore(path) as st:
+            fill = st.score("fill")[:N0]
+        mid_fill += len(set(np.floor(fill[~np.isnan(fill)]).tolist())) > 1  # killed between two batches
+        committed.append(k)
+    # the writer made progress between kills, and the store still takes writes
+    assert committed[-1] > committed[0]
+    assert mid_transaction >= 1 and mid_fill >= 1, (mid_transaction, mid_fill)
+    with store.transaction(path, command="after", config={}) as tx:
+        tx.put_selection("final", np.ones(tx.num_samples), rule={}, command="after")
+    with MaskStore(path) as st:
+        assert "final" in st.selection_names()
+    assert not list(tmp_path.glob("*.partial"))
