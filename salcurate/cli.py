@@ -257,6 +257,129 @@ def export(
 
 
 # --------------------------------------------------------------------------------------
+# scoring and selection
+# --------------------------------------------------------------------------------------
+@app.command("score-coarse")
+@command
+def score_coarse(
+    store: StoreArg = DEFAULT_STORE,
+    workers: WorkersOpt = 0,
+    crf: Annotated[bool, typer.Option("--crf/--no-crf", help="Refine reference masks with a dense CRF (needs the crf extra).")] = False,
+    b: Annotated[float, typer.Option("--b", help="Objectness weight b in AC = F1 x F^b (Eq. 3); 0 switches it off.")] = 0.1,
+    ac_formula: Annotated[str, typer.Option("--ac-formula", help="standard (P = |H∩B|/|B|, R = |H∩B|/|H|) or paper (Eq. 3 as printed).")] = "standard",
+    saliency: Annotated[str, typer.Option("--saliency", help="Reference masks from: store (imported maps), builtin, or auto.")] = "auto",
+    threshold: Annotated[str, typer.Option("--threshold", help="Saliency binarization: adaptive (2 x mean) or otsu.")] = "adaptive",
+    max_objects: Annotated[int, typer.Option("--max-objects", help="Built-in saliency: objects found by iterative erasing.", min=1)] = 3,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing coarse scores made with another config.")] = False,
+) -> None:
+    """Coarse scores: reference masks H, AC, F, CD and SC (Eq. 3-5)."""
+    from salcurate.scoring.coarse import CoarseConfig
+    from salcurate.scoring.coarse import score_coarse as run
+
+    config = CoarseConfig(saliency=saliency, crf=crf, b=b, ac_formula=ac_formula, threshold=threshold,
+                          max_objects=max_objects, workers=workers, overwrite=overwrite)
+    with contextlib.ExitStack() as stack:
+        state: dict[str, Any] = {}
+
+        def on_start(total: int, done: int) -> None:
+            if total:
+                adv = stack.enter_context(progress_bar("scoring", total))
+                adv(done)
+                state["advance"] = adv
+
+        summary = run(store, config, on_start=on_start, progress=lambda n: state["advance"](n))
+    cols = ", ".join(summary.columns.values())
+    if summary.nothing_to_do:
+        out.print(f"coarse scores with this config are already complete ({cols}); nothing to do")
+        return
+    out.print(f"scored {summary.computed} masks in {summary.seconds:.1f} s"
+              + (f" (resumed: {summary.resumed} were done before)" if summary.resumed else "")
+              + f"; columns {cols}, reference masks {summary.reference!r}"
+              + ("" if summary.mean_sc is None else f"; mean {summary.columns['sc']} {summary.mean_sc:.3f}"))
+
+
+@app.command("select")
+@command
+def select(
+    store: StoreArg = DEFAULT_STORE,
+    tau: Annotated[Optional[float], typer.Option("--tau", help="Keep masks whose score >= tau (Eq. 9).")] = None,
+    by: Annotated[str, typer.Option("--by", help="Score column: sf (fine), sc (coarse) or any other.")] = "sf",
+    name: Annotated[Optional[str], typer.Option("--name", help="Selection name (default from score and tau).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Keep at most the K best masks.")] = None,
+    min_per_class: Annotated[int, typer.Option("--min-per-class", help="Keep at least K images per class (by tags).")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be kept; write nothing.")] = False,
+    do_sweep: Annotated[bool, typer.Option("--sweep", help="Show NoS for the paper's taus (Table IV).")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Select masks by score (w = 1 if score >= tau) as a named selection."""
+    from salcurate.selection import SelectConfig
+    from salcurate.selection import select as run
+
+    res = run(store, SelectConfig(by=by, tau=tau, top_k=top_k, min_per_class=min_per_class, name=name,
+                                  dry_run=dry_run, overwrite=overwrite, sweep=do_sweep))
+    if res.sweep is not None:
+        t = Table(title=f"masks kept by {escape(by)} >= tau (NoS, the paper's Table IV row)")
+        t.add_column("tau", justify="right")
+        t.add_column("NoS", justify="right")
+        for c in res.class_names[1:]:
+            t.add_column(escape(c), justify="right")
+        for row in res.sweep:
+            t.add_row(f"{row['tau']:g}", str(row["kept"]), *map(str, row["per_class"]))
+        out.print(t)
+    if tau is None and top_k is None:
+        return
+    t = Table(title="images per class (by tags)")
+    for col in ("class", "scored", "kept"):
+        t.add_column(col, justify="right" if col != "class" else "left")
+    for c, nb, na in zip(res.class_names[1:], res.per_class_before, res.per_class_after):
+        t.add_row(escape(c), str(nb), str(na))
+    out.print(t)
+    verb = "selection " + repr(res.name) + (" written" if res.written else " not written (--dry-run)")
+    out.print(f"kept {res.kept} of {res.scored} scored masks (NoS); {escape(verb)}")
+
+
+@app.command("evaluate-scores")
+@command
+def evaluate_scores(
+    store: StoreArg = DEFAULT_STORE,
+    score: Annotated[str, typer.Option("--score", help="Score column to judge, e.g. sc or sf.")] = "sc",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a scatter plot PNG of score against true quality.")] = None,
+    bad_below: Annotated[float, typer.Option("--bad-below", help="A mask is bad when its true quality is below this.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """How well a score predicts true mask quality (needs ground truth)."""
+    from salcurate.validation import EvaluateScoresConfig
+    from salcurate.validation import evaluate_scores as run
+
+    config = EvaluateScoresConfig(score=score, plot=_s(plot), bad_below=bad_below)
+    with contextlib.ExitStack() as stack:
+        state: dict[str, Any] = {}
+
+        def on_start(total: int) -> None:
+            state["advance"] = stack.enter_context(progress_bar("true quality", total))
+
+        res = run(store, config, on_start=on_start, progress=lambda n: state["advance"](n))
+    if as_json:
+        out.print_json(json.dumps(res))
+        return
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    out.print(f"{escape(score)} against true quality (AGT) on {res['samples']} masks with ground truth: "
+              f"Pearson {f(res['pearson'])}, Spearman {f(res['spearman'])}; "
+              f"AUROC for finding masks with AGT < {res['bad_below']:g}: {f(res['auroc_bad'])} ({res['bad']} such masks)")
+    out.print(f"against the proxy's mIoU: Pearson {f(res['pearson_miou'])}, Spearman {f(res['spearman_miou'])}")
+    t = Table(title=f"masks kept by {escape(score)} >= tau and their mean true quality (all: {res['mean_quality_all']:.3f})")
+    for col in ("tau", "kept", "mean AGT"):
+        t.add_column(col, justify="right")
+    for row in res["taus"]:
+        t.add_row(f"{row['tau']:g}", str(row["kept"]), "-" if row["mean_quality"] is None else f"{row['mean_quality']:.3f}")
+    out.print(t)
+    if res["plot"]:
+        out.print(f"scatter plot: {escape(res['plot'])}")
+
+
+# --------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------
 @app.command("demo")

@@ -20,6 +20,9 @@ def demo_commands(folder: Path, config: DemoConfig) -> list[list[str]]:
          "--pseudo", str(voc / "Proxy"), "--saliency", str(voc / "Saliency"),
          "--tags", str(voc / "tags.csv"), "--class-names", str(voc / "class_names.txt"), "--overwrite"],
         ["info", str(store)],
+        ["score-coarse", str(store)],
+        ["select", str(store), "--by", "sc", "--tau", "0.55", "--sweep", "--overwrite"],
+        ["evaluate-scores", str(store), "--score", "sc", "--plot", str(folder / "sc-vs-quality.png")],
         ["export", str(store), str(folder / "export"), "--split", "train",
          "--scores", str(folder / "scores.csv"), "--overwrite"],
     ]

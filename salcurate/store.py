@@ -11,10 +11,8 @@ Durability model (nothing is lost, ``kill -9`` included):
   entries) is a :func:`transaction`: the store is copied beside itself, the copy is changed,
   flushed, fsynced and atomically renamed over the original.  A reader never sees a half-made
   change, and a killed writer leaves the original untouched.
-* Long resumable computations fill score columns *in place* (:class:`ColumnFiller`).  The
-  columns are created by a transaction, NaN-filled and fully allocated, without compression,
-  so filling them only overwrites raw bytes at fixed file offsets: no HDF5 metadata is
-  touched and a kill can only leave some values still NaN ("not yet computed").
+* Long resumable computations keep their partial results outside the store, in a work area
+  (``salcurate.workarea``), and commit complete results in one transaction.
 """
 
 from __future__ import annotations
@@ -46,7 +44,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_NAME = "salcurate.maskstore"
 SCHEMA_VERSION = 1
-#: Per-sample label and grey maps a store can hold.
+#: Per-sample maps every store has (possibly empty for some samples).  Later commands add
+#: more, e.g. reference masks ``reference`` from ``score-coarse``.
 MAP_KINDS: tuple[str, ...] = ("proxy", "gt", "saliency")
 #: Maps holding class indices (a class histogram is kept for these).
 LABEL_KINDS: tuple[str, ...] = ("proxy", "gt")
@@ -216,8 +215,17 @@ class MaskStore:
         self.has_tags: np.ndarray = s["has_tags"][:].astype(bool)
         self._image_offsets = f["images/offsets"][:]
         self.image_formats: tuple[str, ...] = tuple(f["images/format"].asstr()[:])
-        self._map_offsets = {k: f[f"maps/{k}/offsets"][:] for k in MAP_KINDS}
+        self._map_offsets = {k: f[f"maps/{k}/offsets"][:] for k in f["maps"]}
+        self._map_encoding = {k: _attr_str(f[f"maps/{k}"], "encoding", "pixels") for k in f["maps"]}
         self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
+        self._datasets: dict[str, h5py.Dataset] = {}
+
+    def _ds(self, name: str) -> h5py.Dataset:
+        """A dataset by path, looked up once (path resolution costs more than a small read)."""
+        ds = self._datasets.get(name)
+        if ds is None:
+            ds = self._datasets[name] = self._f[name]
+        return ds
 
     # -- store level -----------------------------------------------------------------
     @property
@@ -249,7 +257,7 @@ class MaskStore:
     def image_bytes(self, i: int) -> bytes:
         """The original image file's bytes, bit-exact."""
         lo, hi = self._image_offsets[i], self._image_offsets[i + 1]
-        return self._f["images/bytes"][lo:hi].tobytes()
+        return self._ds("images/bytes")[lo:hi].tobytes()
 
     def image(self, i: int) -> np.ndarray:
         """The decoded image: ``(H, W, 3)`` uint8 RGB."""
@@ -258,33 +266,53 @@ class MaskStore:
         return decode_image(self.image_bytes(i))
 
     # -- maps ------------------------------------------------------------------------
+    def map_names(self) -> list[str]:
+        """The kinds of per-sample maps in the store (``proxy``, ``gt``, ``saliency``, ...)."""
+        return sorted(self._map_offsets)
+
+    def map_meta(self, kind: str) -> dict[str, Any]:
+        self._check_kind(kind)
+        return _attrs_json(self._f[f"maps/{kind}"])
+
     def has_map(self, kind: str) -> np.ndarray:
         """``(N,)`` bool: which samples hold a map of this kind."""
-        off = self._map_offsets[_check_kind(kind)]
+        off = self._map_offsets[self._check_kind(kind)]
         return off[1:] > off[:-1]
+
+    def _check_kind(self, kind: str) -> str:
+        if kind not in self._map_offsets:
+            raise StoreError(f"{self.path}: no maps {kind!r} in the store (it has: {', '.join(self.map_names())})")
+        return kind
 
     def map(self, kind: str, i: int) -> np.ndarray | None:
         """One sample's map: ``(H, W)`` uint8, or None when the sample has none."""
-        off = self._map_offsets[_check_kind(kind)]
+        off = self._map_offsets[self._check_kind(kind)]
         lo, hi = int(off[i]), int(off[i + 1])
         if hi == lo:
             return None
-        return self._decode_map(kind, i, self._f[_data_path(kind)][lo:hi])
+        return self._decode_map(kind, i, self._ds(self._data_path(kind))[lo:hi])
+
+    def _data_path(self, kind: str) -> str:
+        return f"maps/{kind}/{self._map_encoding[kind]}"
 
     def _decode_map(self, kind: str, i: int, flat: np.ndarray) -> np.ndarray:
-        if kind in PNG_KINDS:
+        encoding = self._map_encoding[kind]
+        h, w = int(self.heights[i]), int(self.widths[i])
+        if encoding == "png":
             from salcurate.imageio import read_grey_png
 
             return read_grey_png(flat.tobytes())
-        return flat.reshape(int(self.heights[i]), int(self.widths[i]))
+        if encoding == "bits":
+            return np.unpackbits(flat, count=h * w).reshape(h, w).view(bool)
+        return flat.reshape(h, w)
 
     def iter_maps(
         self, kind: str, indices: Sequence[int] | None = None, *, block_bytes: int = 16 << 20
     ) -> Iterator[tuple[int, np.ndarray | None]]:
         """Yield ``(i, map or None)`` in index order, reading large contiguous blocks."""
-        off = self._map_offsets[_check_kind(kind)]
+        off = self._map_offsets[self._check_kind(kind)]
         order = np.arange(len(self.ids)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
-        pixels = self._f[_data_path(kind)]
+        pixels = self._ds(self._data_path(kind))
         pos = 0
         while pos < len(order):
             first = int(order[pos])
@@ -351,14 +379,14 @@ def _attrs_json(obj: h5py.HLObject) -> dict[str, Any]:
     return out
 
 
+def _attr_str(obj: h5py.HLObject, name: str, default: str) -> str:
+    value = obj.attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _data_path(kind: str) -> str:
+    """Where a built-in map kind keeps its data (used while writing)."""
     return f"maps/{kind}/png" if kind in PNG_KINDS else f"maps/{kind}/pixels"
-
-
-def _check_kind(kind: str) -> str:
-    if kind not in MAP_KINDS:
-        raise StoreError(f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}")
-    return kind
 
 
 # --------------------------------------------------------------------------------------
@@ -473,6 +501,10 @@ class _Writable:
                 g["histogram"].resize((n1, C + 2))
                 g["histogram"][n0:n1] = hist
 
+        for name, g in f["maps"].items():  # computed maps (e.g. reference masks): none for new samples
+            if name not in MAP_KINDS:
+                g["offsets"].resize((n1 + 1,))
+                g["offsets"][n0 + 1 :] = g["offsets"][n0]
         for group in ("scores", "selections"):  # existing columns grow, NaN / 0 for new samples
             for name, ds in f[group].items():
                 ds.resize((n1,))
@@ -499,6 +531,43 @@ class _Writable:
         if name in self._f["scores"]:
             del self._f[f"scores/{name}"]
 
+    # -- computed binary maps ----------------------------------------------------------
+    def put_bit_maps(self, name: str, packed: Iterable[np.ndarray | None], *, config: dict[str, Any],
+                     command: str, overwrite: bool = False) -> None:
+        """Write per-sample binary masks (e.g. reference masks H) as map kind ``name``.
+
+        packed: one entry per sample in order, ``np.packbits`` of the row-major ``(H, W)`` mask,
+        or None for no mask.  Stored deflate-compressed with encoding ``bits``.
+        """
+        check_column_name(name)
+        if name in MAP_KINDS:
+            raise StoreError(f"map kind {name!r} is reserved for imported maps; choose another name")
+        maps = self._f["maps"]
+        if name in maps:
+            if not overwrite:
+                raise StoreError(f"{self.path}: maps {name!r} exist already; pass --overwrite to replace them")
+            del maps[name]
+        g = maps.create_group(name)
+        g.attrs["encoding"] = "bits"
+        g.attrs["config"] = json.dumps(config, sort_keys=True, default=str)
+        g.attrs["command"] = command
+        g.attrs["created"] = utc_now()
+        data = g.create_dataset("bits", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
+                                compression="gzip", compression_opts=_DEFLATE)
+        offsets = g.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+        batch: list[np.ndarray | None] = []
+        count = 0
+        for item in packed:
+            batch.append(item)
+            if len(batch) == 256:
+                _append_ragged(data, offsets, batch)
+                count += len(batch)
+                batch = []
+        _append_ragged(data, offsets, batch)
+        count += len(batch)
+        if count != self.num_samples:
+            raise StoreError(f"maps {name!r}: expected {self.num_samples} entries, got {count}")
+
     # -- selections ------------------------------------------------------------------
     def put_selection(self, name: str, weights: np.ndarray, *, rule: dict[str, Any], command: str,
                       overwrite: bool = False) -> None:
@@ -511,7 +580,7 @@ class _Writable:
 
     def _new_column(self, group: str, name: str, values: np.ndarray, *, overwrite: bool,
                     attrs: dict[str, str]) -> None:
-        _check_column_name(name)
+        check_column_name(name)
         g = self._f[group]
         if name in g:
             if not overwrite:
@@ -527,7 +596,7 @@ class _Writable:
         ds.attrs["salcurate_version"] = __version__
 
 
-def _check_column_name(name: str) -> None:
+def check_column_name(name: str) -> None:
     if not name or "/" in name or name.startswith(".") or not name.isprintable():
         raise StoreError(f"invalid column name {name!r}: use letters, digits, '-', '_' and '.' without '/'")
 
@@ -655,59 +724,3 @@ def transaction(path: str | os.PathLike[str], *, command: str, config: dict[str,
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
-
-
-class ColumnFiller:
-    """Fill existing score columns in place (for resumable computations).
-
-    Only columns made by :meth:`StoreTransaction.create_scores` (or ``put_scores``) may be
-    filled; writes overwrite values at fixed offsets and never change the file's structure.
-    Call :meth:`flush` after each batch so that finished work survives a kill.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], names: Sequence[str]) -> None:
-        self.path = Path(path)
-        _check_store_file(self.path)
-        self._lock = _write_lock(self.path)
-        self._lock.__enter__()
-        try:
-            self._f = _open_h5(self.path, "r+")
-            _check_schema(self._f, self.path)
-            missing = [n for n in names if n not in self._f["scores"]]
-            if missing:
-                raise StoreError(f"{self.path}: score columns {missing} do not exist; create them in a transaction first")
-            self._cols = {n: self._f[f"scores/{n}"] for n in names}
-            for name, ds in self._cols.items():
-                if ds.compression is not None:
-                    raise StoreError(f"{self.path}: score column {name!r} is compressed and cannot be filled in place")
-        except BaseException:
-            self.close()
-            raise
-
-    def write(self, name: str, indices: np.ndarray, values: np.ndarray) -> None:
-        """Set ``column[indices] = values``; ``indices`` sorted ascending, ``values`` float."""
-        indices = np.asarray(indices, dtype=np.int64)
-        values = np.asarray(values, dtype=np.float32)
-        ds = self._cols[name]
-        if len(indices) and np.all(np.diff(indices) == 1):
-            ds[int(indices[0]) : int(indices[-1]) + 1] = values
-        elif len(indices):
-            ds[indices] = values  # h5py point selection; indices must be increasing
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def close(self) -> None:
-        f = getattr(self, "_f", None)
-        if f is not None:
-            f.close()
-            self._f = None
-        if self._lock is not None:
-            self._lock.__exit__(None, None, None)
-            self._lock = None
-
-    def __enter__(self) -> ColumnFiller:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

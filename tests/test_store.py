@@ -13,7 +13,7 @@ from PIL import Image
 
 from salcurate import store
 from salcurate.errors import StoreError
-from salcurate.store import ColumnFiller, MaskStore, SampleRecord
+from salcurate.store import MaskStore, SampleRecord
 
 CLASSES = ("background", "cat", "dog", "fish")
 
@@ -181,35 +181,47 @@ def test_unknown_names_list_what_exists(store_path: Path) -> None:
             st.score("sf")
         with pytest.raises(StoreError, match="make one with `salcurate select`"):
             st.selection("nope")
-        with pytest.raises(StoreError, match="unknown map kind"):
+        with pytest.raises(StoreError, match=r"no maps 'depth' in the store \(it has: gt, proxy, saliency\)"):
             st.map("depth", 0)
 
 
-# -- in-place filling -------------------------------------------------------------------
-def test_column_filler_writes_in_place(store_path: Path) -> None:
-    with store.transaction(store_path, command="s", config={}) as tx:
-        tx.create_scores(["ac", "cd"], config={"k": 1}, command="s")
-    size = store_path.stat().st_size
-    with ColumnFiller(store_path, ["ac", "cd"]) as f:
-        f.write("ac", np.arange(2, 6), np.full(4, 0.5))
-        f.write("cd", np.array([0, 7, 12]), np.array([0.1, 0.2, 0.3]))
-        f.flush()
-    assert store_path.stat().st_size == size  # raw overwrite, nothing allocated
+# -- computed binary maps ----------------------------------------------------------------
+def test_bit_maps_round_trip_and_survive_append(store_path: Path, records: list[SampleRecord]) -> None:
+    rng = np.random.default_rng(3)
+    masks = [None if i == 4 else rng.random((r.height, r.width)) < 0.3 for i, r in enumerate(records)]
+    with store.transaction(store_path, command="score-coarse", config={"crf": False}) as tx:
+        tx.put_bit_maps("reference", (None if m is None else np.packbits(m.reshape(-1)) for m in masks),
+                        config={"crf": False}, command="score-coarse")
     with MaskStore(store_path) as st:
-        ac, cd = st.score("ac"), st.score("cd")
-    assert np.isnan(ac[[0, 1, 6]]).all() and (ac[2:6] == 0.5).all()
-    np.testing.assert_allclose(cd[[0, 7, 12]], [0.1, 0.2, 0.3], rtol=1e-6)
+        assert "reference" in st.map_names() and st.map_meta("reference")["config"] == {"crf": False}
+        assert st.has_map("reference").tolist() == [m is not None for m in masks]
+        for i, m in enumerate(masks):
+            got = st.map("reference", i)
+            assert (got is None) if m is None else (got.dtype == bool and np.array_equal(got, m))
+        assert [i for i, _ in st.iter_maps("reference")] == list(range(len(records)))
+    with store.transaction(store_path, command="append", config={}) as tx:
+        tx.append_samples(make_records(2, seed=9, start=50))
+    with MaskStore(store_path) as st:
+        assert st.has_map("reference").tolist() == [m is not None for m in masks] + [False, False]
+        np.testing.assert_array_equal(st.map("reference", 0), masks[0])
 
 
-def test_column_filler_needs_existing_columns(store_path: Path) -> None:
-    with pytest.raises(StoreError, match="do not exist; create them in a transaction first"):
-        ColumnFiller(store_path, ["nope"])
+def test_bit_maps_need_overwrite_and_one_entry_per_sample(store_path: Path) -> None:
+    with store.transaction(store_path, command="a", config={}) as tx:
+        tx.put_bit_maps("ref", [None] * 13, config={}, command="a")
+    with pytest.raises(StoreError, match="exist already; pass --overwrite"):
+        with store.transaction(store_path, command="b", config={}) as tx:
+            tx.put_bit_maps("ref", [None] * 13, config={}, command="b")
+    with pytest.raises(StoreError, match="expected 13 entries, got 12"):
+        with store.transaction(store_path, command="c", config={}) as tx:
+            tx.put_bit_maps("ref2", [None] * 12, config={}, command="c")
+    with pytest.raises(StoreError, match="reserved"):
+        with store.transaction(store_path, command="d", config={}) as tx:
+            tx.put_bit_maps("proxy", [None] * 13, config={}, command="d")
 
 
 def test_second_writer_is_refused_while_first_holds_the_lock(store_path: Path) -> None:
-    with store.transaction(store_path, command="s", config={}) as tx:
-        tx.create_scores(["a"], config={}, command="s")
-    with ColumnFiller(store_path, ["a"]):
+    with store.transaction(store_path, command="s", config={}):
         with pytest.raises(StoreError, match="another salcurate command is writing"):
             with store.transaction(store_path, command="t", config={}):
                 pass

@@ -1,0 +1,330 @@
+"""``score-coarse``: the saliency-guided coarse score SC of every proxy mask in a store.
+
+For each sample with a proxy annotation G (SAL Section III-B1):
+
+1. the reference mask H from its saliency map (``salcurate.scoring.reference``): imported
+   maps in one pass, or the built-in saliency method with iterative erasing;
+2. F1(H, B) and the objectness F(B) from the image's edges; AC = F1 x F^b (Eq. 3);
+3. CD, the share of B's pixels whose class is among the image tags (Eq. 4);
+4. SC = AC x CD (Eq. 5).
+
+Stored as score columns ``f1``, ``f``, ``ac``, ``cd``, ``sc`` and map kind ``reference`` (H).
+Work runs in worker processes that read the store themselves; results go to a work area
+(``salcurate.workarea``) so that a killed run resumes, and reach the store in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from salcurate import store as store_mod
+from salcurate.errors import InputError, StoreError
+from salcurate.scoring import metrics
+from salcurate.workarea import config_hash, open_work_area, remove_work_area
+
+log = logging.getLogger(__name__)
+
+COMMAND = "score-coarse"
+#: Columns the workers compute per sample; AC, CD and SC follow from them and the store.
+WORKER_COLUMNS = ("f1", "f")
+COLUMNS = ("f1", "f", "ac", "cd", "sc")
+REFERENCE = "reference"
+SALIENCY_SOURCES = ("auto", "store", "builtin")
+THRESHOLDS = ("adaptive", "otsu")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseConfig:
+    """Settings of ``score-coarse``.  ``scoring()`` is what the results depend on and what is
+    saved with them; ``workers`` and ``overwrite`` only say how to run."""
+
+    saliency: str = "auto"  # auto: the store's maps when every sample has one, else built-in
+    crf: bool = False
+    b: float = 0.1
+    ac_formula: str = "standard"
+    threshold: str = "adaptive"
+    max_objects: int = 3  # built-in saliency: salient objects found by iterative erasing
+    workers: int = 0  # 0 = all cores
+    overwrite: bool = False
+    batch_size: int = 16
+
+    def scoring(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("workers", "overwrite", "batch_size"):
+            d.pop(k)
+        if d["saliency"] != "builtin":
+            d.pop("max_objects")
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseSummary:
+    columns: dict[str, str]  # role -> column name in the store (e.g. "sc" -> "sc@1a2b3c")
+    reference: str
+    config: dict[str, Any]
+    computed: int
+    resumed: int
+    skipped_no_proxy: int
+    nothing_to_do: bool
+    seconds: float
+    mean_sc: float | None
+
+
+def _check_config(config: CoarseConfig) -> None:
+    if config.saliency not in SALIENCY_SOURCES:
+        raise InputError(f"--saliency must be one of {', '.join(SALIENCY_SOURCES)}, got {config.saliency!r}")
+    if config.ac_formula not in metrics.AC_FORMULAS:
+        raise InputError(f"--ac-formula must be one of {', '.join(metrics.AC_FORMULAS)}, got {config.ac_formula!r}")
+    if config.threshold not in THRESHOLDS:
+        raise InputError(f"--threshold must be one of {', '.join(THRESHOLDS)}, got {config.threshold!r}")
+    if not (config.b >= 0 and np.isfinite(config.b)):
+        raise InputError(f"--b must be a number >= 0 (the objectness weight; 0 switches it off), got {config.b}")
+    if config.max_objects < 1:
+        raise InputError(f"--max-objects must be at least 1, got {config.max_objects}")
+    if config.crf:
+        from salcurate.scoring.reference import crf_available
+
+        if not crf_available():
+            raise InputError(
+                "--crf needs pydensecrf, which is not installed; install the crf extra "
+                "(pip install 'salcurate[crf]', or pip install pydensecrf2) or pass --no-crf"
+            )
+
+
+def resolve_config(config: CoarseConfig, store: store_mod.MaskStore) -> CoarseConfig:
+    """Check the config against the store and resolve ``saliency="auto"``."""
+    _check_config(config)
+    has_proxy = store.has_map("proxy")
+    if not has_proxy.any():
+        raise StoreError(f"{store.path}: the store has no proxy masks; import them with `salcurate import ... --pseudo DIR`")
+    no_tags = has_proxy & ~store.has_tags
+    if no_tags.any():
+        first = store.ids[int(np.flatnonzero(no_tags)[0])]
+        raise StoreError(
+            f"{store.path}: {int(no_tags.sum())} samples with a proxy mask have no image tags (first: {first!r}); "
+            "CD needs them: re-import with --tags FILE, --tags-dir DIR or --tags-from-gt"
+        )
+    has_sal = store.has_map("saliency") | ~has_proxy
+    saliency = config.saliency
+    if saliency == "auto":
+        saliency = "store" if has_sal.all() else "builtin" if not store.has_map("saliency").any() else "partial"
+        if saliency == "partial":
+            raise StoreError(
+                f"{store.path}: {int((~has_sal).sum())} samples have no saliency map; import them, "
+                "or pass --saliency builtin to use the built-in saliency method for all"
+            )
+    elif saliency == "store" and not has_sal.all():
+        first = store.ids[int(np.flatnonzero(~has_sal)[0])]
+        raise StoreError(
+            f"{store.path}: sample {first!r} has no saliency map ({int((~has_sal).sum())} such samples) but "
+            "--saliency store was asked for; import the maps with --saliency DIR or pass --saliency builtin"
+        )
+    return dataclasses.replace(config, saliency=saliency)
+
+
+# ----------------------------------------------------------------------------------------
+# One sample (pure given its arrays)
+# ----------------------------------------------------------------------------------------
+def needs_rgb(config: CoarseConfig) -> bool:
+    """Whether reference masks need the RGB image (CRF or built-in saliency)."""
+    return config.crf or config.saliency == "builtin"
+
+
+def score_arrays(image: np.ndarray | None, edges: np.ndarray, proxy: np.ndarray, saliency: np.ndarray | None,
+                 config: CoarseConfig) -> tuple[np.ndarray, np.ndarray]:
+    """F1(H, B) and F(B) for one sample, and its reference mask H.
+
+    image: ``(H, W, 3)`` uint8, or None when :func:`needs_rgb` is false; edges: ``(H, W)``
+    float32 from ``metrics.edge_strength``; proxy: ``(H, W)`` uint8; saliency: ``(H, W)``
+    uint8, or None for the built-in saliency → ``(values (2,) float32 [f1, f], H (H, W) bool)``.
+    """
+    from salcurate.scoring import reference
+
+    if saliency is None:
+        h = reference.builtin_reference(image, crf=config.crf, threshold=config.threshold,
+                                        max_objects=config.max_objects)
+    elif config.crf:
+        h = reference.reference_mask(image, saliency, crf=True, threshold=config.threshold)
+    else:
+        s = saliency.astype(np.float32) * np.float32(1 / 255) if saliency.dtype == np.uint8 else saliency
+        h = s >= reference.adaptive_threshold(s, method=config.threshold)
+    b, valid = metrics.foreground(proxy)
+    f1 = metrics.f_measure(h, b, valid=valid, formula=config.ac_formula)
+    f = metrics.objectness(edges, b)
+    return np.array([f1, f], np.float32), h
+
+
+# ----------------------------------------------------------------------------------------
+# Workers
+# ----------------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(path: str, config: CoarseConfig) -> None:
+    _WORKER["store"] = store_mod.MaskStore(path)
+    _WORKER["config"] = config
+
+
+def _score_indices(indices: Sequence[int]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    from salcurate.imageio import decode_grey_half, decode_image
+
+    st: store_mod.MaskStore = _WORKER["store"]
+    config: CoarseConfig = _WORKER["config"]
+    out = []
+    for i in indices:
+        data = st.image_bytes(i)
+        shape = (int(st.heights[i]), int(st.widths[i]))
+        edges = metrics.edge_strength(decode_grey_half(data), shape)
+        # Pillow, not torchvision: the same pixels, and a worker need not load torch (~700 MB)
+        image = decode_image(data, backend="pillow") if needs_rgb(config) else None
+        sal = st.map("saliency", i) if config.saliency == "store" else None
+        values, h = score_arrays(image, edges, st.map("proxy", i), sal, config)
+        out.append((i, values, np.packbits(h.reshape(-1))))
+    return out
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Worker processes started inside get one BLAS/OpenMP thread each (one process per core)."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(path: Path, config: CoarseConfig, todo: np.ndarray, workers: int,
+         on_result: Callable[[list[tuple[int, np.ndarray, np.ndarray]]], None]) -> None:
+    chunks = [todo[k : k + config.batch_size].tolist() for k in range(0, len(todo), config.batch_size)]
+    if workers <= 1:
+        _init_worker(str(path), config)
+        try:
+            for chunk in chunks:
+                on_result(_score_indices(chunk))
+        finally:
+            _WORKER.pop("store").close()
+        return
+    ctx = multiprocessing.get_context("spawn")  # no inherited HDF5 handles or threads
+    with _single_threaded_children(), ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(str(path), config)) as pool:
+        pending = set()
+        it = iter(chunks)
+        for chunk in it:
+            pending.add(pool.submit(_score_indices, chunk))
+            if len(pending) >= 3 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_result(fut.result())
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(pool.submit(_score_indices, nxt))
+
+
+# ----------------------------------------------------------------------------------------
+# The command
+# ----------------------------------------------------------------------------------------
+def _names(store: store_mod.MaskStore, scoring: dict[str, Any], overwrite: bool) -> tuple[str, bool]:
+    """The column suffix to use, and whether complete results with this config exist."""
+    existing = store.score_names()
+    has_proxy = store.has_map("proxy")
+
+    def matches(suffix: str) -> bool:
+        return f"sc{suffix}" in existing and store.score_meta(f"sc{suffix}").get("config") == scoring
+
+    def complete(suffix: str) -> bool:
+        return bool(np.all(~np.isnan(store.score(f"sc{suffix}")[has_proxy])))
+
+    if "sc" not in existing or overwrite:
+        return "", False
+    if matches(""):
+        return "", complete("")
+    suffix = f"@{config_hash(scoring)}"
+    if matches(suffix):
+        return suffix, complete(suffix)
+    return suffix, False
+
+
+def score_coarse(path: str | os.PathLike[str], config: CoarseConfig, *,
+                 progress: Callable[[int], None] | None = None,
+                 on_start: Callable[[int, int], None] | None = None) -> CoarseSummary:
+    """Compute and store H, F1, F, AC, CD and SC for every sample with a proxy mask.
+
+    ``on_start(total, already_done)`` is called once the work is known; ``progress(n)`` after
+    each batch.  Resumes a killed run with the same config; with the same config complete in
+    the store it does nothing; with another config it writes new columns suffixed with the
+    config's hash, or replaces the plain ones with ``overwrite``.
+    """
+    started = time.time()
+    path = Path(path)
+    with store_mod.MaskStore(path) as st:
+        config = resolve_config(config, st)
+        scoring = config.scoring()
+        suffix, complete = _names(st, scoring, config.overwrite)
+        names = {c: f"{c}{suffix}" for c in COLUMNS}
+        ref_name = f"{REFERENCE}{suffix}"
+        has_proxy = st.has_map("proxy")
+        ids = st.ids
+        sizes = np.where(has_proxy, st.heights * st.widths, 0)
+        cd = metrics.class_distribution(st.class_histogram("proxy"), st.tags)
+    if complete:
+        log.info("%s with this config is complete in %s; nothing to do", names["sc"], path)
+        if on_start:
+            on_start(0, 0)
+        return CoarseSummary(names, ref_name, scoring, 0, 0, int((~has_proxy).sum()), True,
+                             time.time() - started, None)
+
+    workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
+    with open_work_area(path, COMMAND, {**scoring, "columns": names}, ids=ids, columns=WORKER_COLUMNS,
+                        mask_sizes=sizes) as area:
+        done = area.done | ~has_proxy
+        todo = np.flatnonzero(~done)
+        resumed = int((area.done & has_proxy).sum())
+        if on_start:
+            on_start(int(has_proxy.sum()), resumed)
+
+        def on_result(results: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+            order = sorted(results, key=lambda r: r[0])
+            idx = [r[0] for r in order]
+            masks = [np.unpackbits(r[2], count=int(sizes[r[0]])).view(bool) for r in order]
+            area.write(idx, np.stack([r[1] for r in order]), masks)
+            if progress:
+                progress(len(idx))
+
+        _run(path, config, todo, workers, on_result)
+
+        values = area.values()
+        f1, f = values["f1"], values["f"]
+        ac = f1 * (np.ones_like(f) if config.b == 0 else np.power(f, config.b))
+        cd_col = np.where(has_proxy, cd, np.nan).astype(np.float32)
+        sc = (ac * cd_col).astype(np.float32)
+        columns = {names["f1"]: f1, names["f"]: f, names["ac"]: ac, names["cd"]: cd_col, names["sc"]: sc}
+        with store_mod.transaction(path, command=COMMAND, config={**dataclasses.asdict(config), "columns": names},
+                                   started=started) as tx:
+            tx.put_scores(columns, config=scoring, command=COMMAND, overwrite=True)
+            tx.put_bit_maps(ref_name, (area.packed_mask(i) for i in range(len(ids))), config=scoring,
+                            command=COMMAND, overwrite=True)
+        remove_work_area(area)
+    log.info("scored %d masks in %s", len(todo), path)
+    return CoarseSummary(names, ref_name, scoring, int(len(todo)), resumed, int((~has_proxy).sum()), False,
+                         time.time() - started, float(np.nanmean(sc)) if has_proxy.any() else None)

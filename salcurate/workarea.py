@@ -1,0 +1,176 @@
+"""Work areas: where a long, resumable computation keeps its partial results.
+
+A command such as ``score-coarse`` writes per-sample results into memory-mapped files in a
+folder beside the store (``.masks.h5.work/<command>-<config hash>/``), and marks a sample done
+only after its results are flushed.  Killed and run again with the same config, it finds the
+work area, skips the done samples and continues; the store itself receives the complete
+results in one transaction at the end (see ``salcurate.store.transaction``), after which the
+work area is deleted.  The store is never open for writing while the work runs, so a kill can
+not damage it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from salcurate.errors import StoreError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short stable hash of a resolved config (6 hex digits)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def ids_fingerprint(ids: Sequence[str]) -> str:
+    """Identifies a store's samples, so a work area is never resumed on another dataset."""
+    h = hashlib.sha256()
+    for sample_id in ids:
+        h.update(sample_id.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+class WorkArea:
+    """Per-sample float columns and bit-packed masks of known sizes, with done flags.
+
+    columns: names of ``(N,)`` float32 results; mask_sizes: ``(N,)`` pixel count of each
+    sample's mask (0 = no mask).  Open it with :func:`open_work_area`.
+    """
+
+    def __init__(self, folder: Path, columns: Sequence[str], mask_sizes: np.ndarray | None) -> None:
+        self.folder = folder
+        self.columns = list(columns)
+        n = int(json.loads((folder / "meta.json").read_text())["num_samples"])
+        self.num_samples = n
+        self._done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
+        self._values = np.memmap(folder / "columns.f32", dtype=np.float32, mode="r+", shape=(n, max(1, len(self.columns))))
+        self._bits = None
+        if mask_sizes is not None:
+            nbytes = (np.asarray(mask_sizes, dtype=np.int64) + 7) // 8
+            self._bit_offsets = np.concatenate([[0], np.cumsum(nbytes)])
+            self._mask_sizes = np.asarray(mask_sizes, dtype=np.int64)
+            total = int(self._bit_offsets[-1])
+            if total:
+                self._bits = np.memmap(folder / "masks.bits", dtype=np.uint8, mode="r+", shape=(total,))
+
+    @property
+    def done(self) -> np.ndarray:
+        """``(N,)`` bool: samples whose results are complete."""
+        return np.asarray(self._done, dtype=bool)
+
+    def write(self, indices: Sequence[int], values: np.ndarray, masks: Sequence[np.ndarray | None] | None = None) -> None:
+        """Record results for ``indices``: values ``(K, len(columns))``, masks ``(H, W)`` bool each.
+
+        Data are flushed before the samples are marked done, so a kill at any moment leaves
+        each sample either done with all its results, or not done.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        self._values[idx] = np.asarray(values, dtype=np.float32).reshape(len(idx), -1)
+        if masks is not None and self._bits is not None:
+            for i, m in zip(idx.tolist(), masks):
+                if m is not None and self._mask_sizes[i]:
+                    lo, hi = int(self._bit_offsets[i]), int(self._bit_offsets[i + 1])
+                    self._bits[lo:hi] = np.packbits(m.reshape(-1))
+            self._bits.flush()
+        self._values.flush()
+        self._done[idx] = 1
+        self._done.flush()
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Every column, ``(N,)`` float32, NaN where not done."""
+        done = self.done
+        out = {}
+        for j, name in enumerate(self.columns):
+            col = np.array(self._values[:, j], dtype=np.float32)
+            col[~done] = np.nan
+            out[name] = col
+        return out
+
+    def packed_mask(self, i: int) -> np.ndarray | None:
+        """Sample i's mask as packed bits (``np.packbits`` of the row-major mask), or None."""
+        if self._bits is None or not self._mask_sizes[i]:
+            return None
+        return np.asarray(self._bits[int(self._bit_offsets[i]) : int(self._bit_offsets[i + 1])])
+
+    def close(self) -> None:
+        for name in ("_done", "_values", "_bits"):
+            arr = getattr(self, name, None)
+            if arr is not None:
+                del arr
+                setattr(self, name, None)
+
+
+@contextlib.contextmanager
+def open_work_area(store_path: Path, command: str, config: dict[str, Any], *, ids: Sequence[str],
+                   columns: Sequence[str], mask_sizes: np.ndarray | None = None,
+                   fresh: bool = False) -> Iterator[WorkArea]:
+    """Open (or create) the work area of ``command`` with ``config`` for the store's samples.
+
+    A work area made for other samples (the store was re-imported) is discarded.  Only one
+    process may use a work area at a time.  The caller deletes it with :func:`remove_work_area`
+    once its results are in the store.
+    """
+    root = store_path.with_name(f".{store_path.name}.work")
+    folder = root / f"{command}-{config_hash(config)}"
+    meta = {"command": command, "config": config, "ids": ids_fingerprint(ids), "num_samples": len(ids),
+            "columns": list(columns), "masks": mask_sizes is not None}
+    root.mkdir(exist_ok=True)
+    lock_fd = os.open(root / f"{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise StoreError(f"{store_path}: another `salcurate {command}` with this config is running; wait for it") from None
+        meta_path = folder / "meta.json"
+        if folder.exists():
+            try:
+                old = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                old = None
+            if fresh or old != json.loads(json.dumps(meta, default=str)):
+                shutil.rmtree(folder)
+        if not folder.exists():
+            tmp = root / f".{folder.name}.new"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            n = len(ids)
+            np.zeros(n, np.uint8).tofile(tmp / "done.u8")
+            np.full((n, max(1, len(columns))), np.nan, np.float32).tofile(tmp / "columns.f32")
+            if mask_sizes is not None:
+                total = int(((np.asarray(mask_sizes, np.int64) + 7) // 8).sum())
+                with open(tmp / "masks.bits", "wb") as fh:
+                    fh.truncate(total)
+            (tmp / "meta.json").write_text(json.dumps(meta, default=str))
+            os.replace(tmp, folder)
+        area = WorkArea(folder, columns, mask_sizes)
+        try:
+            yield area
+        finally:
+            area.close()
+    finally:
+        os.close(lock_fd)
+
+
+def remove_work_area(area: WorkArea) -> None:
+    """Delete a work area whose results have been committed to the store."""
+    shutil.rmtree(area.folder, ignore_errors=True)
+    root = area.folder.parent
+    with contextlib.suppress(OSError):
+        (root / f"{area.folder.name}.lock").unlink()
+    with contextlib.suppress(OSError):
+        root.rmdir()  # only when empty

@@ -1,0 +1,115 @@
+"""score-coarse over a store: per-sample scoring, resuming after kill -9, equal results."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from salcurate.datasets import ImportConfig, import_dataset
+from salcurate.demo_data import DemoConfig, make_demo_dataset
+from salcurate.scoring import metrics, reference
+from salcurate.scoring.coarse import COLUMNS, CoarseConfig, score_arrays, score_coarse
+from salcurate.store import MaskStore
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root / "voc", DemoConfig(num_images=48, size=96, seed=3))
+    out = root / "masks.h5"
+    import_dataset(ImportConfig(layout="voc", root=str(root / "voc"), output=str(out), splits=("train", "val"),
+                                pseudo_dir=str(root / "voc/Proxy"), saliency_dir=str(root / "voc/Saliency"),
+                                tags_file=str(root / "voc/tags.csv"),
+                                class_names_file=str(root / "voc/class_names.txt"), workers=1))
+    return out
+
+
+def _copy(src: Path, dst_dir: Path) -> Path:
+    dst = dst_dir / "masks.h5"
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def test_score_arrays_matches_the_formulas(demo_store: Path) -> None:
+    with MaskStore(demo_store) as st:
+        image, proxy, sal = st.image(0), st.map("proxy", 0), st.map("saliency", 0)
+    edges = metrics.edge_map(image)
+    values, h = score_arrays(None, edges, proxy, sal, CoarseConfig())
+    b, valid = metrics.foreground(proxy)
+    assert h.shape == proxy.shape and h.dtype == bool
+    np.testing.assert_array_equal(h, sal >= 255 * reference.adaptive_threshold(sal / 255.0) - 1e-3)
+    assert values[0] == pytest.approx(metrics.f_measure(h, b, valid=valid))
+    assert values[1] == pytest.approx(metrics.objectness(edges, b))
+    with_crf_path, h2 = score_arrays(image, edges, proxy, sal, CoarseConfig(saliency="store"))
+    np.testing.assert_array_equal(h2, h)  # the shortcut without CRF equals reference_mask(crf=False)
+    np.testing.assert_array_equal(h, reference.reference_mask(image, sal, crf=False))
+
+
+def test_columns_hold_eq3_to_eq5(demo_store: Path, tmp_path: Path) -> None:
+    path = _copy(demo_store, tmp_path)
+    summary = score_coarse(path, CoarseConfig(workers=1, b=0.3))
+    assert summary.computed == 48 and not summary.nothing_to_do
+    with MaskStore(path) as st:
+        cols = {c: st.score(c).astype(np.float64) for c in COLUMNS}
+        np.testing.assert_allclose(cols["ac"], cols["f1"] * cols["f"] ** 0.3, rtol=1e-5)
+        np.testing.assert_allclose(cols["sc"], cols["ac"] * cols["cd"], rtol=1e-5)
+        np.testing.assert_allclose(cols["cd"], metrics.class_distribution(st.class_histogram("proxy"), st.tags), rtol=1e-5)
+        for c in COLUMNS:
+            assert ((cols[c] >= 0) & (cols[c] <= 1)).all()
+        assert st.score_meta("sc")["config"]["b"] == 0.3
+        assert st.run_log()[-1]["config"]["saliency"] == "store"  # auto resolved
+    assert not (path.parent / ".masks.h5.work").exists()  # the work area is gone once committed
+
+
+def test_killed_run_resumes_and_equals_an_uninterrupted_run(demo_store: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    killed, clean = _copy(demo_store, tmp_path / "a"), _copy(demo_store, tmp_path / "b")
+    code = (f"from salcurate.scoring.coarse import CoarseConfig, score_coarse\n"
+            f"score_coarse({str(killed)!r}, CoarseConfig(workers=1, batch_size=4, saliency='builtin'))\n")
+    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    done_file = next_done = None
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until some, not all, samples are done
+        found = list((tmp_path / "a").glob(".masks.h5.work/score-coarse-*/done.u8"))
+        if found:
+            done_file = found[0]
+            next_done = int(np.fromfile(done_file, np.uint8).sum())
+            if next_done >= 8:
+                break
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert done_file is not None and 8 <= next_done < 48, next_done
+    with MaskStore(killed) as st:
+        assert "sc" not in st.score_names()  # nothing half-made reached the store
+
+    resumed = score_coarse(killed, CoarseConfig(workers=1, batch_size=4, saliency="builtin"))
+    assert resumed.resumed >= next_done and resumed.computed == 48 - resumed.resumed
+    score_coarse(clean, CoarseConfig(workers=1, batch_size=4, saliency="builtin"))
+    with MaskStore(killed) as a, MaskStore(clean) as b:
+        for c in COLUMNS:
+            np.testing.assert_array_equal(a.score(c), b.score(c))
+        for i in range(len(a)):
+            np.testing.assert_array_equal(a.map("reference", i), b.map("reference", i))
+        assert a.score_meta("sc")["config"] == b.score_meta("sc")["config"]
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_result_as_one(demo_store: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one, two = _copy(demo_store, tmp_path / "a"), _copy(demo_store, tmp_path / "b")
+    score_coarse(one, CoarseConfig(workers=1))
+    score_coarse(two, CoarseConfig(workers=2))
+    with MaskStore(one) as a, MaskStore(two) as b:
+        for c in COLUMNS:
+            np.testing.assert_array_equal(a.score(c), b.score(c))
