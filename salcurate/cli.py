@@ -268,7 +268,7 @@ def score_coarse(
     b: Annotated[float, typer.Option("--b", help="Objectness weight b in AC = F1 x F^b (Eq. 3); 0 switches it off.")] = 0.1,
     ac_formula: Annotated[str, typer.Option("--ac-formula", help="standard (P = |H∩B|/|B|, R = |H∩B|/|H|) or paper (Eq. 3 as printed).")] = "standard",
     saliency: Annotated[str, typer.Option("--saliency", help="Reference masks from: store (imported maps), builtin, or auto.")] = "auto",
-    threshold: Annotated[str, typer.Option("--threshold", help="Saliency binarization: adaptive (2 x mean) or otsu.")] = "adaptive",
+    threshold: Annotated[str, typer.Option("--threshold", help="Saliency binarization: otsu or adaptive (2 x mean).")] = "otsu",
     max_objects: Annotated[int, typer.Option("--max-objects", help="Built-in saliency: objects found by iterative erasing.", min=1)] = 3,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing coarse scores made with another config.")] = False,
 ) -> None:

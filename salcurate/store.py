@@ -57,7 +57,7 @@ _STR = h5py.string_dtype("utf-8")
 _PIXEL_CHUNK = 1 << 17  # 128 KiB of a flat map array per chunk
 _BYTES_CHUNK = 1 << 18  # 256 KiB of encoded image bytes per chunk
 _DEFLATE = 4
-_RDCC = dict(rdcc_nbytes=32 << 20, rdcc_nslots=10007, rdcc_w0=1.0)
+_RDCC = dict(rdcc_nbytes=4 << 20, rdcc_nslots=1021, rdcc_w0=1.0)  # reads touch at most 2 chunks
 
 
 def utc_now() -> str:

@@ -48,7 +48,8 @@ class WorkArea:
     """Per-sample float columns and bit-packed masks of known sizes, with done flags.
 
     columns: names of ``(N,)`` float32 results; mask_sizes: ``(N,)`` pixel count of each
-    sample's mask (0 = no mask).  Open it with :func:`open_work_area`.
+    sample's mask (0 = no mask).  Open it with :func:`open_work_area`.  Files are written with
+    ``pwrite`` (not memory-mapped), so the masks never sit in this process's memory.
     """
 
     def __init__(self, folder: Path, columns: Sequence[str], mask_sizes: np.ndarray | None) -> None:
@@ -56,61 +57,63 @@ class WorkArea:
         self.columns = list(columns)
         n = int(json.loads((folder / "meta.json").read_text())["num_samples"])
         self.num_samples = n
-        self._done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
-        self._values = np.memmap(folder / "columns.f32", dtype=np.float32, mode="r+", shape=(n, max(1, len(self.columns))))
-        self._bits = None
+        self._k = max(1, len(self.columns))
+        self._done = np.fromfile(folder / "done.u8", dtype=np.uint8, count=n)
+        self._values = np.fromfile(folder / "columns.f32", dtype=np.float32, count=n * self._k).reshape(n, self._k)
+        self._fd_done = os.open(folder / "done.u8", os.O_RDWR)
+        self._fd_values = os.open(folder / "columns.f32", os.O_RDWR)
+        self._fd_bits = None
         if mask_sizes is not None:
-            nbytes = (np.asarray(mask_sizes, dtype=np.int64) + 7) // 8
-            self._bit_offsets = np.concatenate([[0], np.cumsum(nbytes)])
             self._mask_sizes = np.asarray(mask_sizes, dtype=np.int64)
-            total = int(self._bit_offsets[-1])
-            if total:
-                self._bits = np.memmap(folder / "masks.bits", dtype=np.uint8, mode="r+", shape=(total,))
+            self._bit_offsets = np.concatenate([[0], np.cumsum((self._mask_sizes + 7) // 8)])
+            self._fd_bits = os.open(folder / "masks.bits", os.O_RDWR)
 
     @property
     def done(self) -> np.ndarray:
         """``(N,)`` bool: samples whose results are complete."""
-        return np.asarray(self._done, dtype=bool)
+        return self._done.astype(bool)
 
     def write(self, indices: Sequence[int], values: np.ndarray, masks: Sequence[np.ndarray | None] | None = None) -> None:
         """Record results for ``indices``: values ``(K, len(columns))``, masks ``(H, W)`` bool each.
 
-        Data are flushed before the samples are marked done, so a kill at any moment leaves
-        each sample either done with all its results, or not done.
+        Each sample's data are written before it is marked done, so a kill at any moment
+        leaves each sample either done with all its results, or not done.
         """
         idx = np.asarray(indices, dtype=np.int64)
-        self._values[idx] = np.asarray(values, dtype=np.float32).reshape(len(idx), -1)
-        if masks is not None and self._bits is not None:
+        vals = np.asarray(values, dtype=np.float32).reshape(len(idx), self._k)
+        if masks is not None and self._fd_bits is not None:
             for i, m in zip(idx.tolist(), masks):
                 if m is not None and self._mask_sizes[i]:
-                    lo, hi = int(self._bit_offsets[i]), int(self._bit_offsets[i + 1])
-                    self._bits[lo:hi] = np.packbits(m.reshape(-1))
-            self._bits.flush()
-        self._values.flush()
+                    os.pwrite(self._fd_bits, np.packbits(m.reshape(-1)).tobytes(), int(self._bit_offsets[i]))
+        for i, v in zip(idx.tolist(), vals):
+            os.pwrite(self._fd_values, v.tobytes(), i * self._k * 4)
+        self._values[idx] = vals
+        for i in idx.tolist():
+            os.pwrite(self._fd_done, b"\x01", i)
         self._done[idx] = 1
-        self._done.flush()
 
     def values(self) -> dict[str, np.ndarray]:
         """Every column, ``(N,)`` float32, NaN where not done."""
         done = self.done
         out = {}
         for j, name in enumerate(self.columns):
-            col = np.array(self._values[:, j], dtype=np.float32)
+            col = self._values[:, j].copy()
             col[~done] = np.nan
             out[name] = col
         return out
 
     def packed_mask(self, i: int) -> np.ndarray | None:
         """Sample i's mask as packed bits (``np.packbits`` of the row-major mask), or None."""
-        if self._bits is None or not self._mask_sizes[i]:
+        if self._fd_bits is None or not self._mask_sizes[i]:
             return None
-        return np.asarray(self._bits[int(self._bit_offsets[i]) : int(self._bit_offsets[i + 1])])
+        lo, hi = int(self._bit_offsets[i]), int(self._bit_offsets[i + 1])
+        return np.frombuffer(os.pread(self._fd_bits, hi - lo, lo), dtype=np.uint8)
 
     def close(self) -> None:
-        for name in ("_done", "_values", "_bits"):
-            arr = getattr(self, name, None)
-            if arr is not None:
-                del arr
+        for name in ("_fd_done", "_fd_values", "_fd_bits"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
                 setattr(self, name, None)
 
 

@@ -25,7 +25,7 @@ from salcurate.workarea import config_hash
 
 COLUMNS = ("f1", "f", "ac", "cd", "sc")
 SUFFIXED = re.compile(r"^sc@[0-9a-f]{6}$")
-DEFAULT_SCORING = {"ac_formula": "standard", "b": 0.1, "crf": False, "saliency": "store", "threshold": "adaptive"}
+DEFAULT_SCORING = {"ac_formula": "standard", "b": 0.1, "crf": False, "saliency": "store", "threshold": "otsu"}
 
 
 def flat(text: str) -> str:
@@ -123,7 +123,7 @@ def test_score_coarse_writes_columns_and_reference(store: Path, voc: TinyVoc) ->
             assert cols["cd"][i] == pytest.approx(tagged.mean() if fg.size else 0.0, abs=1e-6)
             h = st.map("reference", i)
             assert h is not None and h.dtype == bool and h.shape == voc.sizes[sample_id]
-            expected_h = reference_mask(st.image(i), voc.saliency[sample_id], crf=False, threshold="adaptive")
+            expected_h = reference_mask(st.image(i), voc.saliency[sample_id], crf=False, threshold="otsu")
             np.testing.assert_array_equal(h, expected_h)
             b, valid = metrics.foreground(proxy)
             assert cols["f1"][i] == pytest.approx(metrics.f_measure(expected_h, b, valid=valid), abs=1e-6)

@@ -45,12 +45,13 @@ def test_score_arrays_matches_the_formulas(demo_store: Path) -> None:
     values, h = score_arrays(None, edges, proxy, sal, CoarseConfig())
     b, valid = metrics.foreground(proxy)
     assert h.shape == proxy.shape and h.dtype == bool
-    np.testing.assert_array_equal(h, sal >= 255 * reference.adaptive_threshold(sal / 255.0) - 1e-3)
+    s = sal.astype(np.float32) / np.float32(255)
+    np.testing.assert_array_equal(h, s >= reference.adaptive_threshold(s, method="otsu"))  # the default
     assert values[0] == pytest.approx(metrics.f_measure(h, b, valid=valid))
     assert values[1] == pytest.approx(metrics.objectness(edges, b))
     with_crf_path, h2 = score_arrays(image, edges, proxy, sal, CoarseConfig(saliency="store"))
     np.testing.assert_array_equal(h2, h)  # the shortcut without CRF equals reference_mask(crf=False)
-    np.testing.assert_array_equal(h, reference.reference_mask(image, sal, crf=False))
+    np.testing.assert_array_equal(h, reference.reference_mask(image, sal, crf=False, threshold="otsu"))
 
 
 def test_columns_hold_eq3_to_eq5(demo_store: Path, tmp_path: Path) -> None:
@@ -113,3 +114,14 @@ def test_two_workers_give_the_same_result_as_one(demo_store: Path, tmp_path: Pat
     with MaskStore(one) as a, MaskStore(two) as b:
         for c in COLUMNS:
             np.testing.assert_array_equal(a.score(c), b.score(c))
+
+
+def test_crf_path_runs_end_to_end_on_decoded_images(demo_store: Path, tmp_path: Path) -> None:
+    """--crf through score-coarse: images come from Pillow as read-only arrays."""
+    pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (the crf extra) is not installed")
+    path = _copy(demo_store, tmp_path)
+    score_coarse(path, CoarseConfig(workers=1, crf=True))
+    with MaskStore(path) as st:
+        sc = st.score("sc")
+        assert st.score_meta("sc")["config"]["crf"] is True
+        assert np.isfinite(sc).all() and ((sc >= 0) & (sc <= 1)).all()

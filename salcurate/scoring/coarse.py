@@ -53,11 +53,11 @@ class CoarseConfig:
     crf: bool = False
     b: float = 0.1
     ac_formula: str = "standard"
-    threshold: str = "adaptive"
+    threshold: str = "otsu"  # beat 2 x mean on the demo data: docs/quality.md
     max_objects: int = 3  # built-in saliency: salient objects found by iterative erasing
     workers: int = 0  # 0 = all cores
     overwrite: bool = False
-    batch_size: int = 16
+    batch_size: int = 64  # samples per task; small tasks scatter HDF5 chunk reads across workers
 
     def scoring(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -157,8 +157,7 @@ def score_arrays(image: np.ndarray | None, edges: np.ndarray, proxy: np.ndarray,
     elif config.crf:
         h = reference.reference_mask(image, saliency, crf=True, threshold=config.threshold)
     else:
-        s = saliency.astype(np.float32) * np.float32(1 / 255) if saliency.dtype == np.uint8 else saliency
-        h = s >= reference.adaptive_threshold(s, method=config.threshold)
+        h = reference.threshold_mask(saliency, threshold=config.threshold)
     b, valid = metrics.foreground(proxy)
     f1 = metrics.f_measure(h, b, valid=valid, formula=config.ac_formula)
     f = metrics.objectness(edges, b)
@@ -215,6 +214,10 @@ def _single_threaded_children() -> Iterator[None]:
 def _run(path: Path, config: CoarseConfig, todo: np.ndarray, workers: int,
          on_result: Callable[[list[tuple[int, np.ndarray, np.ndarray]]], None]) -> None:
     chunks = [todo[k : k + config.batch_size].tolist() for k in range(0, len(todo), config.batch_size)]
+    if workers > 1:  # interleave contiguous shards: worker j tends to read shard j in file order
+        shards = np.array_split(np.arange(len(chunks)), workers)
+        order = [int(s[k]) for k in range(max(len(s) for s in shards)) for s in shards if k < len(s)]
+        chunks = [chunks[k] for k in order]
     if workers <= 1:
         _init_worker(str(path), config)
         try:

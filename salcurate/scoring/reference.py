@@ -391,7 +391,8 @@ def _crf(image: np.ndarray, prob: np.ndarray, params: CrfParams) -> np.ndarray:
     crf.setUnaryEnergy(unary)
     crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
     crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image), compat=params.bilateral_compat)
+                             # pydensecrf takes a writable C-contiguous buffer (Pillow's arrays are read-only)
+                             rgbim=np.require(image, np.uint8, ("C", "W")), compat=params.bilateral_compat)
     q = np.asarray(crf.inference(params.iterations), dtype=np.float32)
     return q[1].reshape(h, w)
 
@@ -440,6 +441,19 @@ def _check_options(threshold: object, crf_params: object) -> CrfParams:
         raise InputError(f"expected crf_params as a CrfParams or None, got "
                          f"{type(crf_params).__name__}; build one with CrfParams(...)")
     return crf_params
+
+
+def threshold_mask(saliency: np.ndarray, *, threshold: str = "adaptive") -> np.ndarray:
+    """Reference mask H without CRF: s >= t.
+
+    saliency: ``(H, W)`` uint8 in 0..255 or float in [0, 1] → ``(H, W)`` bool.  The same as
+    :func:`reference_mask` with ``crf=False``, without needing the image.
+    """
+    _check_options(threshold, None)
+    if isinstance(saliency, np.ndarray) and saliency.dtype == np.uint8:
+        saliency = saliency.astype(np.float32) / np.float32(255.0)
+    _check_unit_map(saliency, "saliency")
+    return saliency >= _threshold(saliency, threshold)
 
 
 def reference_mask(image: np.ndarray, saliency: np.ndarray, *, crf: bool = True,
