@@ -83,6 +83,23 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         yield lambda n: bar.advance(task, n)
 
 
+class LazyBar:
+    """A progress bar that appears once the library says how much work there is."""
+
+    def __init__(self, stack: contextlib.ExitStack, description: str) -> None:
+        self._stack, self._description = stack, description
+        self._advance: Callable[[int], None] | None = None
+
+    def start(self, total: int, done: int = 0) -> None:
+        if total:
+            self._advance = self._stack.enter_context(progress_bar(self._description, total))
+            self._advance(done)
+
+    def advance(self, n: int) -> None:
+        if self._advance is not None:
+            self._advance(n)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"salcurate {__version__}")
@@ -105,12 +122,9 @@ def _import(layout: str, root: Path, output: Path, **options: Any) -> None:
     from salcurate.datasets import ImportConfig, import_dataset
 
     config = ImportConfig(layout=layout, root=str(root), output=str(output), **options)
-    state: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        def on_plan(plan: Any) -> None:
-            state["advance"] = stack.enter_context(progress_bar(f"importing {root.name}", len(plan.samples)))
-
-        summary = import_dataset(config, on_plan=on_plan, progress=lambda n: state["advance"](n))
+        bar = LazyBar(stack, f"importing {root.name}")
+        summary = import_dataset(config, on_plan=lambda plan: bar.start(len(plan.samples)), progress=bar.advance)
     table = Table(title=f"{escape(str(summary.output))}: {summary.num_imported} samples imported "
                         f"({summary.num_total} in the store) in {summary.seconds:.1f} s")
     for col in ("split", "samples"):
@@ -279,15 +293,8 @@ def score_coarse(
     config = CoarseConfig(saliency=saliency, crf=crf, b=b, ac_formula=ac_formula, threshold=threshold,
                           max_objects=max_objects, workers=workers, overwrite=overwrite)
     with contextlib.ExitStack() as stack:
-        state: dict[str, Any] = {}
-
-        def on_start(total: int, done: int) -> None:
-            if total:
-                adv = stack.enter_context(progress_bar("scoring", total))
-                adv(done)
-                state["advance"] = adv
-
-        summary = run(store, config, on_start=on_start, progress=lambda n: state["advance"](n))
+        bar = LazyBar(stack, "scoring")
+        summary = run(store, config, on_start=bar.start, progress=bar.advance)
     cols = ", ".join(summary.columns.values())
     if summary.nothing_to_do:
         out.print(f"coarse scores with this config are already complete ({cols}); nothing to do")
@@ -353,12 +360,8 @@ def evaluate_scores(
 
     config = EvaluateScoresConfig(score=score, plot=_s(plot), bad_below=bad_below)
     with contextlib.ExitStack() as stack:
-        state: dict[str, Any] = {}
-
-        def on_start(total: int) -> None:
-            state["advance"] = stack.enter_context(progress_bar("true quality", total))
-
-        res = run(store, config, on_start=on_start, progress=lambda n: state["advance"](n))
+        bar = LazyBar(stack, "true quality")
+        res = run(store, config, on_start=bar.start, progress=bar.advance)
     if as_json:
         out.print_json(json.dumps(res))
         return
@@ -380,6 +383,97 @@ def evaluate_scores(
 
 
 # --------------------------------------------------------------------------------------
+# fine scoring
+# --------------------------------------------------------------------------------------
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
+
+
+@app.command("train-scorer")
+@command
+def train_scorer(
+    store: StoreArg = DEFAULT_STORE,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (a JSONL log goes beside it).")] = Path("models/scorer.pt"),
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs (paper: 50).")] = 50,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size (paper: 8).")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (paper: 1e-5).")] = 1e-5,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam or sgd.")] = "adam",
+    input_size: Annotated[int, typer.Option("--input-size", help="Network input side in pixels (paper: 256).")] = 256,
+    width: Annotated[int, typer.Option("--width", help="Channels of the first conv (Table I: 128).")] = 128,
+    channels: Annotated[int, typer.Option("--channels", help="Channels of the later layers (Table I: 192).")] = 192,
+    hidden: Annotated[int, typer.Option("--hidden", help="Units of the first fc layer (Table I: 128).")] = 128,
+    scale: Annotated[float, typer.Option("--scale", help="Training-set size relative to the paper's 10k per 10,582 images.")] = 1.0,
+    proportions: Annotated[str, typer.Option("--proportions", help="Items per 10,582 images: positive,negative,degraded,composite.")] = "4000,1000,3000,2000",
+    positive_min: Annotated[float, typer.Option("--positive-min", help="Positives: AC >= this.")] = 0.8,
+    negative_max: Annotated[float, typer.Option("--negative-max", help="Negatives: AC <= this.")] = 0.3,
+    composite_source_min: Annotated[float, typer.Option("--composite-source-min", help="Pasted objects come from AC >= this.")] = 0.9,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Images held out for validation.")] = 0.1,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Makes CPU runs repeatable.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Data-loader processes.", min=0)] = 2,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint at --output.")] = False,
+) -> None:
+    """Train the fine scorer (Table I) on synthesized samples (L2, Eq. 6)."""
+    from salcurate.errors import InputError
+    from salcurate.scoring.fine import TrainScorerConfig
+    from salcurate.scoring.fine import train_scorer as run
+    from salcurate.scoring.synthesis import SynthesisConfig
+
+    try:
+        mix = tuple(int(v) for v in proportions.split(","))
+    except ValueError:
+        raise InputError(f"--proportions expects 4 whole numbers like 4000,1000,3000,2000, got {proportions!r}") from None
+
+    config = TrainScorerConfig(
+        output=str(output), epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, input_size=input_size,
+        width=width, channels=channels, hidden=hidden, device=device, seed=seed, workers=workers, resume=resume,
+        synthesis=SynthesisConfig(positive_min=positive_min, negative_max=negative_max,
+                                  composite_source_min=composite_source_min, scale=scale, val_fraction=val_fraction, seed=seed,
+                                  proportions=mix))  # type: ignore[arg-type]
+    with contextlib.ExitStack() as stack:
+        bar = LazyBar(stack, "training")
+
+        def on_start(total_epochs: int, start: int, batches: int) -> None:
+            bar.start((total_epochs - start) * batches)
+            if start:
+                out.print(f"resuming after epoch {start}")
+
+        def on_epoch(m: Any) -> None:
+            rho = "-" if m.val_spearman is None else f"{m.val_spearman:.3f}"
+            out.print(f"epoch {m.epoch}: train L2 {m.train_l2:.4f}, val L2 {m.val_l2:.4f}, val Spearman {rho} ({m.seconds:.1f} s)")
+
+        res = run(store, config, on_start=on_start, on_epoch=on_epoch, progress=bar.advance)
+    out.print(f"scorer saved to {escape(res['output'])} ({res['items']['train']} training / {res['items']['val']} "
+              f"validation items); log {escape(res['log'])}")
+
+
+@app.command("score-fine")
+@command
+def score_fine(
+    store: StoreArg = DEFAULT_STORE,
+    scorer: Annotated[Optional[Path], typer.Option("--scorer", help="Scorer checkpoint (default models/scorer.pt).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 32,
+    device: DeviceOpt = "auto",
+    workers: Annotated[int, typer.Option("--workers", help="Data-loader processes.", min=0)] = 2,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing fine scores made with another scorer.")] = False,
+) -> None:
+    """Fine scores: P from the scorer network and SF = P x CD (Eq. 7)."""
+    from salcurate.scoring.fine import ScoreFineConfig
+    from salcurate.scoring.fine import score_fine as run
+
+    config = ScoreFineConfig(scorer=_s(scorer), batch_size=batch_size, device=device, workers=workers, overwrite=overwrite)
+    with contextlib.ExitStack() as stack:
+        bar = LazyBar(stack, "scoring")
+        res = run(store, config, on_start=bar.start, progress=bar.advance)
+    cols = ", ".join(res.columns.values())
+    if res.nothing_to_do:
+        out.print(f"fine scores with this scorer are already complete ({cols}); nothing to do")
+        return
+    out.print(f"scored {res.computed} masks on {res.device} in {res.seconds:.1f} s"
+              + (f" (resumed: {res.resumed} were done before)" if res.resumed else "")
+              + f"; columns {cols}" + ("" if res.mean_sf is None else f"; mean {res.columns['sf']} {res.mean_sf:.3f}"))
+
+
+# --------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------
 @app.command("demo")
@@ -392,13 +486,14 @@ def demo(
     """Make the demo dataset and run the whole pipeline on it."""
     from salcurate.demo import demo_commands
     from salcurate.demo_data import DemoConfig, make_demo_dataset
+    from salcurate.scoring.fine import default_scorer_path
 
     config = DemoConfig(num_images=images, seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
     out.print(f"[bold]# making the demo dataset in {escape(str(folder / 'voc'))} ({images} images, seed {seed})[/bold]")
     with progress_bar("generating", images) as advance:
         make_demo_dataset(folder / "voc", config, progress=advance)
-    for argv in demo_commands(folder, config):
+    for argv in demo_commands(folder, config, shipped_scorer=default_scorer_path()):
         out.print(f"\n[bold]$ salcurate {escape(shlex.join(argv))}[/bold]")
         code = app(argv, prog_name="salcurate", standalone_mode=False)
         if code:  # the step printed its own error line

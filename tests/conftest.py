@@ -170,3 +170,27 @@ def tiny_store(tiny_voc: TinyVoc, tmp_path: Path) -> Path:
     out.parent.mkdir()
     assert_ok(invoke(voc_args(tiny_voc, out)))
     return out
+
+
+def make_demo_store(root: Path, *, num_images: int, size: int, seed: int) -> Path:
+    """A demo dataset imported into ``root/masks.h5`` (train and val, saliency, tags)."""
+    from salcurate.datasets import ImportConfig, import_dataset
+    from salcurate.demo_data import DemoConfig, make_demo_dataset
+
+    make_demo_dataset(root / "voc", DemoConfig(num_images=num_images, size=size, seed=seed))
+    out = root / "masks.h5"
+    import_dataset(ImportConfig(layout="voc", root=str(root / "voc"), output=str(out), splits=("train", "val"),
+                                pseudo_dir=str(root / "voc/Proxy"), saliency_dir=str(root / "voc/Saliency"),
+                                tags_file=str(root / "voc/tags.csv"),
+                                class_names_file=str(root / "voc/class_names.txt"), workers=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_scored_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 48-image demo store (96 px) with coarse scores: for the fine-scoring tests."""
+    from salcurate.scoring.coarse import CoarseConfig, score_coarse
+
+    out = make_demo_store(tmp_path_factory.mktemp("demo-scored"), num_images=48, size=96, seed=5)
+    score_coarse(out, CoarseConfig(workers=1))
+    return out

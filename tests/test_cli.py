@@ -68,7 +68,8 @@ def assert_store_matches(path: Path, v: TinyVoc, ids: list[str] | None = None) -
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("args", "commands"),
-    [([], ["import", "info", "export", "demo", "score-coarse", "select", "evaluate-scores"]), (["import"], ["voc", "folder"])],
+    [([], ["import", "info", "export", "demo", "score-coarse", "select", "evaluate-scores", "train-scorer",
+           "score-fine"]), (["import"], ["voc", "folder"])],
     ids=["top", "import"],
 )
 def test_help_lists_every_command_with_a_description(args: list[str], commands: list[str]) -> None:
@@ -436,16 +437,19 @@ def test_paths_with_brackets_are_printed_verbatim(command: str, tiny_voc: TinyVo
 # --------------------------------------------------------------------------------------
 def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = invoke(["demo", "--images", "12"])
+    result = invoke(["demo", "--images", "48"])
     assert_ok(result)
     folder = tmp_path / "salcurate-demo"
     assert (folder / "masks.h5").is_file()
     text = flat(result.stdout)
-    assert "$ salcurate import voc" in text and "$ salcurate info" in text and "$ salcurate export" in text
+    for step in ("import voc", "info", "score-coarse", "evaluate-scores", "train-scorer", "score-fine", "select",
+                 "export"):
+        assert f"$ salcurate {step}" in text, step
     assert "demo finished" in text
     summary = json.loads(invoke(["info", folder / "masks.h5", "--json"]).stdout)
-    assert summary["num_samples"] == 12
-    assert sum(summary["splits"].values()) == 12
+    assert summary["num_samples"] == 48
+    assert sum(summary["splits"].values()) == 48
+    assert {"sc", "sf", "p"} <= set(summary["scores"]) and "sf_tau0.55" in summary["selections"]
 
 
 def test_demo_refuses_too_few_images(tmp_path: Path) -> None:

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from salcurate.datasets import ImportConfig, import_dataset
-from salcurate.demo_data import DemoConfig, make_demo_dataset
+from conftest import make_demo_store
 from salcurate.scoring import metrics, reference
 from salcurate.scoring.coarse import COLUMNS, CoarseConfig, score_arrays, score_coarse
 from salcurate.store import MaskStore
@@ -22,14 +21,7 @@ from salcurate.store import MaskStore
 
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root / "voc", DemoConfig(num_images=48, size=96, seed=3))
-    out = root / "masks.h5"
-    import_dataset(ImportConfig(layout="voc", root=str(root / "voc"), output=str(out), splits=("train", "val"),
-                                pseudo_dir=str(root / "voc/Proxy"), saliency_dir=str(root / "voc/Saliency"),
-                                tags_file=str(root / "voc/tags.csv"),
-                                class_names_file=str(root / "voc/class_names.txt"), workers=1))
-    return out
+    return make_demo_store(tmp_path_factory.mktemp("demo"), num_images=48, size=96, seed=3)
 
 
 def _copy(src: Path, dst_dir: Path) -> Path:

@@ -163,7 +163,9 @@ class GDN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
-            raise InputError(f"GDN expects a torch.Tensor, got {type(x).__name__}; convert the input with torch.as_tensor")
+            raise InputError(
+                f"GDN expects a torch.Tensor, got {type(x).__name__}; convert the input with torch.as_tensor"
+            )
         if x.dim() not in (2, 4) or x.shape[1] != self.channels:
             raise InputError(
                 f"GDN({self.channels}) expects input of shape (N, {self.channels}, H, W) or (N, {self.channels}), "

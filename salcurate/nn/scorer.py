@@ -192,7 +192,9 @@ class MaskScorer(nn.Module):
         if config is None:
             config = ScorerConfig()
         if not isinstance(config, ScorerConfig):
-            raise InputError(f"MaskScorer expects a ScorerConfig, got {type(config).__name__}; build one with ScorerConfig(...)")
+            raise InputError(
+                f"MaskScorer expects a ScorerConfig, got {type(config).__name__}; build one with ScorerConfig(...)"
+            )
         self.config = config
         c = config
         self.features = nn.Sequential(
@@ -300,8 +302,11 @@ def scorer_macs(config: ScorerConfig | None = None, *, include_gdn: bool = False
 
 def _plain(value: Any, where: str) -> Any:
     """``value`` as plain types + tensors (what ``torch.load(weights_only=True)`` accepts)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+    if value is None:
+        return None
+    for plain in (bool, int, float, str):  # also numpy's float64 / str_ subclasses -> plain type
+        if isinstance(value, plain):
+            return plain(value)
     if isinstance(value, Tensor):
         return value.detach().cpu()
     if isinstance(value, Mapping):
@@ -340,6 +345,11 @@ def save_checkpoint(
         raise InputError(f"save_checkpoint expects a MaskScorer, got {type(model).__name__}; pass the trained scorer")
     if not isinstance(config, ScorerConfig):
         raise InputError(f"save_checkpoint expects a ScorerConfig, got {type(config).__name__}; pass model.config")
+    if not isinstance(metrics, Mapping) or (extra is not None and not isinstance(extra, Mapping)):
+        raise InputError(
+            f"save_checkpoint expects dicts for metrics and extra, got {type(metrics).__name__} and "
+            f"{type(extra).__name__}; pass e.g. metrics={{'val_loss': 0.04}}"
+        )
     if model.config != config:
         raise InputError(
             f"save_checkpoint: the model was built with {model.config} but config is {config}; pass model.config"
@@ -358,6 +368,9 @@ def save_checkpoint(
         raise InputError(f"scorer checkpoint path {path} is a folder; pass a file name such as {path / 'scorer.pt'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
@@ -396,7 +409,8 @@ def load_checkpoint(
     if not path.is_file():
         raise InputError(f"scorer checkpoint {path} is not a file; pass the checkpoint file with --scorer PATH")
     not_ours = (
-        f"{path} is not a salcurate scorer checkpoint; pass a file written by `salcurate train-scorer` with --scorer PATH"
+        f"{path} is not a salcurate scorer checkpoint; "
+        "pass a file written by `salcurate train-scorer` with --scorer PATH"
     )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -417,7 +431,9 @@ def load_checkpoint(
     try:
         config = ScorerConfig.from_dict(payload.get("config"))  # type: ignore[arg-type]
     except (InputError, TypeError) as exc:
-        raise InputError(f"scorer checkpoint {path} has an unusable config ({exc}); retrain it with `salcurate train-scorer`") from exc
+        raise InputError(
+            f"scorer checkpoint {path} has an unusable config ({exc}); retrain it with `salcurate train-scorer`"
+        ) from exc
     if expect is not None and config != expect:
         raise InputError(
             f"scorer checkpoint {path} holds {'; '.join(config.differences(expect))}; "
