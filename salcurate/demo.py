@@ -38,4 +38,5 @@ def demo_commands(folder: Path, config: DemoConfig, *, shipped_scorer: Path | No
         ["select", str(store), "--by", "sf", "--tau", "0.55", "--sweep", "--overwrite"],
         ["export", str(store), str(folder / "export"), "--selection", "sf_tau0.55",
          "--scores", str(folder / "scores.csv"), "--overwrite"],
+        ["report", str(store), "-o", str(folder / "report"), "--overwrite"],
     ]

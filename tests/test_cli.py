@@ -69,7 +69,7 @@ def assert_store_matches(path: Path, v: TinyVoc, ids: list[str] | None = None) -
 @pytest.mark.parametrize(
     ("args", "commands"),
     [([], ["import", "info", "export", "demo", "score-coarse", "select", "evaluate-scores", "train-scorer",
-           "score-fine"]), (["import"], ["voc", "folder"])],
+           "score-fine", "report"]), (["import"], ["voc", "folder"])],
     ids=["top", "import"],
 )
 def test_help_lists_every_command_with_a_description(args: list[str], commands: list[str]) -> None:
@@ -443,9 +443,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert (folder / "masks.h5").is_file()
     text = flat(result.stdout)
     for step in ("import voc", "info", "score-coarse", "evaluate-scores", "train-scorer", "score-fine", "select",
-                 "export"):
+                 "export", "report"):
         assert f"$ salcurate {step}" in text, step
-    assert "demo finished" in text
+    assert "demo finished" in text and "salcurate-demo/report/index.html" in text
+    assert (folder / "report" / "index.html").is_file()
     summary = json.loads(invoke(["info", folder / "masks.h5", "--json"]).stdout)
     assert summary["num_samples"] == 48
     assert sum(summary["splits"].values()) == 48

@@ -1,0 +1,337 @@
+"""``salcurate report``: one static HTML page to review a store's masks, scores and selections.
+
+The folder holds ``index.html``, ``report.json`` (the resolved config and every number shown)
+and ``img/`` (plots and thumbnails).  No server, no network, no JavaScript: it opens from disk
+and can be zipped and shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from salcurate._version import __version__
+from salcurate.errors import InputError
+from salcurate.imageio import decode_image, voc_palette
+from salcurate.info import store_summary
+from salcurate.report import data
+from salcurate.store import MaskStore, utc_now
+
+log = logging.getLogger(__name__)
+
+MARKER = "report.json"
+THUMB_HEIGHT = 96
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    store: str
+    out: str
+    by: str | None = None  # gallery score: sf when it exists, else sc
+    k: int = 12
+    overwrite: bool = False
+    workers: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSummary:
+    index: Path
+    by: str | None
+    thumbnails: int
+    seconds: float
+    size_bytes: int
+
+
+# ------------------------------------------------------------------------------------------
+# Images
+# ------------------------------------------------------------------------------------------
+_PALETTE = voc_palette()
+
+
+def _panel(rgb: np.ndarray, height: int) -> Image.Image:
+    h, w = rgb.shape[:2]
+    return Image.fromarray(rgb).resize((max(1, round(w * height / h)), height), Image.BILINEAR)
+
+
+def thumbnail(image: np.ndarray, proxy: np.ndarray, reference: np.ndarray | None, gt: np.ndarray | None,
+              *, height: int = THUMB_HEIGHT) -> bytes:
+    """A strip [image | proxy overlay | reference H | ground truth] as JPEG bytes.
+
+    image: ``(H, W, 3)`` uint8; proxy, gt: ``(H, W)`` uint8 labels; reference: ``(H, W)`` bool.
+    """
+    panels = [image]
+    overlay = image.astype(np.float32)
+    fg = (proxy != 0) & (proxy != 255)
+    overlay[fg] = 0.45 * overlay[fg] + 0.55 * _PALETTE[proxy[fg]]
+    panels.append(overlay.astype(np.uint8))
+    if reference is not None:
+        ref = (image.astype(np.float32) * 0.35).astype(np.uint8)
+        ref[reference] = (60, 220, 90)
+        panels.append(ref)
+    if gt is not None:
+        panels.append(_PALETTE[gt])
+    tiles = [_panel(p, height) for p in panels]
+    strip = Image.new("RGB", (sum(t.width for t in tiles) + 3 * (len(tiles) - 1), height), (255, 255, 255))
+    x = 0
+    for t in tiles:
+        strip.paste(t, (x, 0))
+        x += t.width + 3
+    buf = io.BytesIO()
+    strip.save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _plot(path: Path, draw: Callable[[Any], None], *, size: tuple[float, float] = (5.0, 3.0)) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=100)
+    draw(ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+# ------------------------------------------------------------------------------------------
+# Building
+# ------------------------------------------------------------------------------------------
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose another -o folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file() and not overwrite:
+            raise InputError(f"{out}: folder is not empty and holds no salcurate report; pass --overwrite "
+                             "to write into it or choose another -o folder")
+        if (out / MARKER).is_file() and not overwrite:
+            raise InputError(f"{out}: holds a previous report; pass --overwrite to replace it")
+
+
+def write_report(config: ReportConfig, *, progress: Callable[[int], None] | None = None,
+                 on_start: Callable[[int], None] | None = None) -> ReportSummary:
+    """Write the report folder for a store; see the module docstring."""
+    from salcurate.validation import true_quality_of_store
+
+    started = time.time()
+    out = Path(config.out)
+    if config.k < 1:
+        raise InputError(f"--k must be at least 1, got {config.k}")
+    _check_out(out, config.overwrite)
+    with MaskStore(config.store) as st:
+        scores = {name: st.score(name).astype(np.float64) for name in data.SCORE_LABELS if name in st.score_names()}
+        by = config.by or ("sf" if "sf" in scores else "sc" if "sc" in scores else None)
+        if config.by is not None and config.by not in st.score_names():
+            have = ", ".join(st.score_names()) or "none"
+            raise InputError(f"--by {config.by}: no such score in the store (it has: {have}); "
+                             f"run `salcurate {data.MAKES.get(config.by, 'score-coarse')}` first")
+        if by is not None and config.by is not None and config.by not in scores:
+            scores[by] = st.score(by).astype(np.float64)
+        n_scored = int((~np.isnan(scores[by])).sum()) if by else 0
+        if by is not None and config.k > n_scored:
+            raise InputError(f"--k {config.k} is larger than the {n_scored} samples scored by {by}; "
+                             f"choose --k {n_scored} or less")
+        summary = store_summary(st)
+        classes = st.tags
+        class_names = st.class_names
+        has_gt = st.has_map("gt").any()
+        quality = true_quality_of_store(st, miou=False)[0] if has_gt else None
+        galleries: dict[str, dict[str, list[int]]] = {}
+        if by is not None:
+            galleries["all classes"] = data.gallery(scores[by], config.k)
+            for c, name in enumerate(class_names[1:]):
+                among = classes[:, c]
+                if among.any():
+                    galleries[name] = data.gallery(scores[by], config.k, among=among)
+        chosen = sorted({i for g in galleries.values() for part in g.values() for i in part})
+        if on_start:
+            on_start(len(chosen))
+        # -- files ---------------------------------------------------------------------
+        img = out / "img"
+        if img.exists():
+            shutil.rmtree(img)
+        img.mkdir(parents=True)
+        ref_kind = "reference" if "reference" in st.map_names() else None
+
+        def thumb(i: int) -> None:
+            # Pillow, not torchvision: loading torch for a thousand decodes would cost ~700 MiB
+            strip = thumbnail(decode_image(st.image_bytes(i), backend="pillow"), st.map("proxy", i), st.map(ref_kind, i) if ref_kind else None,
+                              st.map("gt", i))
+            (img / f"t{i}.jpg").write_bytes(strip)
+
+        workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
+        # reading is serialized by h5py; decoding, drawing and JPEG encoding run in parallel
+        with ThreadPoolExecutor(workers) as pool:
+            for done, _ in enumerate(pool.map(thumb, chosen), 1):
+                if progress and done % 16 == 0:
+                    progress(16)
+        if progress and len(chosen) % 16:
+            progress(len(chosen) % 16)
+        selections = {name: {"rule": st.selection_meta(name).get("rule"),
+                             **data.selection_view(st.selection(name), classes,
+                                                   ~np.isnan(scores[by]) if by else st.has_map("proxy"))}
+                      for name in st.selection_names()}
+        ids = st.ids
+    sections = _render(out, img, summary=summary, scores=scores, by=by, quality=quality, classes=classes,
+                       class_names=class_names, galleries=galleries, ids=ids, selections=selections,
+                       config=config)
+    (out / "index.html").write_text(sections, encoding="utf-8")
+    meta = {"config": dataclasses.asdict(config), "resolved_by": by, "created": utc_now(),
+            "salcurate_version": __version__, "thumbnails": len(chosen)}
+    (out / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return ReportSummary(out / "index.html", by, len(chosen), time.time() - started, size)
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _render(out: Path, img: Path, *, summary: dict[str, Any], scores: dict[str, np.ndarray], by: str | None,
+            quality: np.ndarray | None, classes: np.ndarray, class_names: tuple[str, ...],
+            galleries: dict[str, dict[str, list[int]]], ids: tuple[str, ...], selections: dict[str, Any],
+            config: ReportConfig) -> str:
+    e = html.escape
+    parts: list[str] = []
+    # -- summary -------------------------------------------------------------------------
+    parts.append("<h2 id='summary'>Summary</h2>")
+    parts.append(f"<p>{summary['num_samples']} samples, {summary['num_classes']} classes; splits: "
+                 + e(", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+                 + "; maps: " + e(", ".join(f"{k} {v}" for k, v in summary["maps"].items()))
+                 + f"; tags {summary['with_tags']}; strong {summary['strong']}.</p>")
+    parts.append(_table(["class", "proxy images", "gt images", "tagged images"],
+                        [[r["name"], r["proxy_images"], r["gt_images"], "" if r["tagged_images"] is None else r["tagged_images"]]
+                         for r in summary["classes"]]))
+    missing = [n for n in data.SCORE_LABELS if n not in scores]
+    if missing:
+        cmds = sorted({data.MAKES[n] for n in missing})
+        parts.append(f"<p class='note'>Not in the store yet: {e(', '.join(missing))}. "
+                     + " ".join(f"Run <code>salcurate {e(c)}</code>." for c in cmds) + "</p>")
+    parts.append("<h3>Run log</h3>")
+    parts.append(_table(["finished", "command", "seconds"],
+                        [[x["finished"], x["command"], f"{x['duration_s']:.1f}"] for x in summary["log"]]))
+    # -- distributions -------------------------------------------------------------------
+    if scores:
+        parts.append("<h2 id='scores'>Score distributions</h2><div class='grid'>")
+        for name, values in scores.items():
+            h = data.histogram(values)
+
+            def draw(ax: Any, h: dict[str, Any] = h, name: str = name) -> None:
+                ax.bar(np.array(h["edges"][:-1]), h["counts"], width=0.05, align="edge", color="#4c72b0")
+                ax.set_xlim(0, 1)
+                ax.set_xlabel(name)
+                ax.set_ylabel("masks")
+
+            fig = _plot(img / f"hist_{name}.png", draw)
+            caption = f"{data.SCORE_LABELS.get(name, name)}: {h['n']} masks, mean {_fmt(h['mean'])}"
+            if quality is not None:
+                a = data.agreement(values, quality)
+                caption += f"; against true quality: Pearson {_fmt(a['pearson'])}, Spearman {_fmt(a['spearman'])}"
+
+                def scat(ax: Any, values: np.ndarray = values, name: str = name) -> None:
+                    ok = ~np.isnan(values) & ~np.isnan(quality)
+                    ax.scatter(quality[ok], values[ok], s=4, alpha=0.5, linewidths=0)
+                    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+                    ax.set_xlim(-0.02, 1.02)
+                    ax.set_ylim(-0.02, 1.02)
+                    ax.set_xlabel("true quality (AGT)")
+                    ax.set_ylabel(name)
+
+                sfig = _plot(img / f"scatter_{name}.png", scat, size=(3.2, 3.0))
+                parts.append(f"<figure><img src='img/{fig}' alt='histogram of {e(name)}'>"
+                             f"<img src='img/{sfig}' alt='{e(name)} against true quality'>"
+                             f"<figcaption>{e(caption)}</figcaption></figure>")
+            else:
+                parts.append(f"<figure><img src='img/{fig}' alt='histogram of {e(name)}'>"
+                             f"<figcaption>{e(caption)}</figcaption></figure>")
+        parts.append("</div>")
+    # -- tau view ------------------------------------------------------------------------
+    if by is not None:
+        rows = data.tau_view(scores[by], classes, quality)
+        marks = data.PAPER_TAUS.get(by, ())
+
+        def draw_tau(ax: Any) -> None:
+            taus = [r["tau"] for r in rows]
+            ax.plot(taus, [r["kept"] for r in rows], marker="o", ms=3, label="masks kept (NoS)")
+            ax.set_xlabel(f"tau ({by} >= tau)")
+            ax.set_ylabel("masks kept")
+            for m in marks:
+                ax.axvline(m, color="#c44e52", ls=":", lw=1)
+            if quality is not None:
+                ax2 = ax.twinx()
+                ax2.plot(taus, [np.nan if r["mean_quality"] is None else r["mean_quality"] for r in rows],
+                         color="#55a868", marker="s", ms=3)
+                ax2.set_ylabel("mean true quality of kept", color="#55a868")
+                ax2.set_ylim(0, 1)
+
+        fig = _plot(img / "tau.png", draw_tau, size=(6.0, 3.2))
+        parts.append(f"<h2 id='tau'>Choosing tau ({e(by)})</h2>")
+        parts.append(f"<figure><img src='img/{fig}' alt='masks kept and their quality for each tau'><figcaption>"
+                     f"Dotted lines: the paper's chosen taus for {e(by)} ({e(', '.join(map(str, marks)))}: VGG16, "
+                     "ResNet101).</figcaption></figure>")
+        parts.append(_table(["tau", "kept", "mean true quality", *class_names[1:]],
+                            [[f"{r['tau']:.2f}", r["kept"], _fmt(r["mean_quality"]), *r["per_class"]] for r in rows]))
+    # -- galleries -----------------------------------------------------------------------
+    if galleries:
+        parts.append(f"<h2 id='galleries'>The {config.k} worst and best masks by {e(by or '')}</h2>")
+        parts.append("<p class='note'>Each strip: image | proxy mask | reference mask H | ground truth "
+                     "(when present).</p>")
+        for group, g in galleries.items():
+            parts.append(f"<h3>{e(group)}</h3>")
+            for part in ("worst", "best"):
+                items = []
+                for i in g[part]:
+                    label = " ".join(f"{n} {scores[n][i]:.2f}" for n in scores if not np.isnan(scores[n][i]))
+                    if quality is not None and not np.isnan(quality[i]):
+                        label += f" | true {quality[i]:.2f}"
+                    items.append(f"<figure class='t'><img src='img/t{i}.jpg' alt='{e(ids[i])}' loading='lazy'>"
+                                 f"<figcaption>{e(ids[i])}: {e(label)}</figcaption></figure>")
+                parts.append(f"<h4>{part}</h4><div class='row'>{''.join(items)}</div>")
+    # -- selections ----------------------------------------------------------------------
+    if selections:
+        parts.append("<h2 id='selections'>Selections</h2>")
+        for name, s in selections.items():
+            parts.append(f"<h3>{e(name)}: keeps {s['kept']}, drops {s['dropped']}</h3>"
+                         f"<p><code>{e(json.dumps(s['rule'], sort_keys=True))}</code></p>")
+            parts.append(_table(["class", "kept", "dropped"],
+                                [[c, k, d] for c, k, d in zip(class_names[1:], s["kept_per_class"], s["dropped_per_class"])]))
+    title = f"salcurate report: {e(os.path.basename(summary['path']))}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="salcurate {e(__version__)}">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+.row {{ display: flex; flex-wrap: wrap; gap: 0.6em; }}
+figure {{ margin: 0; }} figure.t figcaption {{ font-size: 0.75em; max-width: 420px; }}
+.note {{ color: #555; }} nav a {{ margin-right: 1em; }}
+</style></head><body>
+<h1>{title}</h1>
+<nav><a href="#summary">summary</a><a href="#scores">scores</a><a href="#tau">tau</a><a href="#galleries">galleries</a><a href="#selections">selections</a></nav>
+{''.join(parts)}
+<p class="note">Written by salcurate {e(__version__)} on {e(utc_now())}.</p>
+</body></html>
+"""
