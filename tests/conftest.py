@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +194,17 @@ def demo_scored_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = make_demo_store(tmp_path_factory.mktemp("demo-scored"), num_images=48, size=96, seed=5)
     score_coarse(out, CoarseConfig(workers=1))
     return out
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP's waiting threads
+    make small ops up to 40x slower; run a test on one thread and restore the setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,16 +14,7 @@ from salcurate.errors import InputError
 from salcurate.nn.gdn import GDN, PEDESTAL, gdn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP's waiting threads
-    make small ops up to 40x slower; run each test on one thread and restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _init_formula(x: torch.Tensor) -> torch.Tensor:
