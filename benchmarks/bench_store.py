@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -127,10 +126,6 @@ print(json.dumps({{"n": s.num_imported, "seconds": dt, "peak_rss_mb": resource.g
 """
     res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def drop_caches_hint() -> None:
-    pass  # reads below are warm (page cache): the store is read right after it is written
 
 
 def bench_reads(store_path: Path, repeats: int = 2000) -> dict[str, float]:

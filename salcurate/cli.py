@@ -11,7 +11,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator

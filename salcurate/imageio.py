@@ -151,10 +151,10 @@ def decode_grey_half(data: bytes) -> np.ndarray:
     if image.format == "JPEG":
         image.draft("L", (width // 2, height // 2))
         grey = np.asarray(image.convert("L"), dtype=np.float32)
-        if grey.shape == (height // 2 + height % 2, width // 2 + width % 2) or grey.shape == (height // 2, width // 2):
+        if (height // 2 <= grey.shape[0] <= (height + 1) // 2) and (width // 2 <= grey.shape[1] <= (width + 1) // 2):
             return np.ascontiguousarray(grey[: height // 2, : width // 2])
-    grey = np.asarray(image.convert("L"), dtype=np.float32)
-    return half_resolution(grey)
+        image = Image.open(io.BytesIO(data))  # the decoder did not halve it: decode in full
+    return half_resolution(np.asarray(image.convert("L"), dtype=np.float32))
 
 
 def half_resolution(grey: np.ndarray) -> np.ndarray:

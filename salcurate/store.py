@@ -506,7 +506,7 @@ class _Writable:
                 g["offsets"].resize((n1 + 1,))
                 g["offsets"][n0 + 1 :] = g["offsets"][n0]
         for group in ("scores", "selections"):  # existing columns grow, NaN / 0 for new samples
-            for name, ds in f[group].items():
+            for ds in f[group].values():
                 ds.resize((n1,))
                 ds[n0:n1] = np.nan if group == "scores" else 0.0
 
@@ -520,12 +520,6 @@ class _Writable:
                 raise StoreError(f"score {name!r}: expected shape ({self.num_samples},), got {values.shape}")
             self._new_column("scores", name, values, overwrite=overwrite,
                              attrs={"config": json.dumps(config, sort_keys=True, default=str), "command": command})
-
-    def create_scores(self, names: Iterable[str], *, config: dict[str, Any], command: str,
-                      overwrite: bool = False) -> None:
-        """Create NaN-filled columns for a resumable computation to fill in place."""
-        empty = np.full(self.num_samples, np.nan, dtype=np.float32)
-        self.put_scores({n: empty for n in names}, config=config, command=command, overwrite=overwrite)
 
     def delete_score(self, name: str) -> None:
         if name in self._f["scores"]:

@@ -7,7 +7,6 @@ the same bytes.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from pathlib import Path

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import file_digest, invoke
-from salcurate.errors import InputError, SalcurateError, StoreError
+from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.scorer import load_checkpoint
 from salcurate.scoring.fine import ScoreFineConfig, TrainScorerConfig, score_fine, train_scorer
 from salcurate.scoring.synthesis import SynthesisConfig

@@ -73,3 +73,17 @@ def test_probe_catches_truncated_jpeg() -> None:
     assert probe_image(data, "x.jpg") == (512, 512, "JPEG")
     with pytest.raises(InputError, match="x.jpg: expected a readable image, but it does not decode"):
         probe_image(data[: len(data) // 2], "x.jpg")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("size", [(375, 500), (101, 77)])
+def test_grey_half_is_a_half_size_grey_image(fmt: str, size: tuple[int, int]) -> None:
+    """Objectness reads the image this way: libjpeg's DCT scaling for JPEG, 2x2 means otherwise."""
+    from salcurate.imageio import decode_grey_half, half_resolution
+
+    rgb = np.asarray(Image.fromarray(REAL["astronaut"]).resize(size[::-1]))
+    data = _encode(rgb, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    half = decode_grey_half(data)
+    assert half.shape == (size[0] // 2, size[1] // 2) and half.dtype == np.float32
+    full = decode_image(data, backend="pillow").astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.abs(half - half_resolution(full)).mean() < (1.5 if fmt == "JPEG" else 0.51)

@@ -23,7 +23,7 @@ from salcurate import store
 from salcurate.store import MaskStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_store import CLASSES, build, make_records  # noqa: E402
+from test_store import build, make_records  # noqa: E402
 
 N0 = 40
 

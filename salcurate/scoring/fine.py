@@ -237,7 +237,7 @@ def train_scorer(path: str | os.PathLike[str], config: TrainScorerConfig, *,
         raise SalcurateError(f"interrupted during epoch {epoch + 1}; checkpoint saved to {out}: "
                              "continue with --resume") from None
     final = history[-1] if history else {}
-    store_mod_log(path, TRAIN_COMMAND, {**dataclasses.asdict(config), "device": device.type}, started)
+    _log_command(path, TRAIN_COMMAND, {**dataclasses.asdict(config), "device": device.type}, started)
     return {"output": str(out), "log": str(log_path), "epochs": config.epochs, "resumed_from": start_epoch,
             "final": final, "items": {"train": int(len(train_rows)), "val": int(len(val_rows))}}
 
@@ -253,7 +253,7 @@ def _optimizer_restore(state: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"state": {int(k): v for k, v in state["state"].items()}, "param_groups": state["param_groups"]}
 
 
-def store_mod_log(path: str | os.PathLike[str], command: str, config: dict[str, Any], started: float) -> None:
+def _log_command(path: str | os.PathLike[str], command: str, config: dict[str, Any], started: float) -> None:
     """Record a command that used the store in its run log (an empty transaction)."""
     with store_mod.transaction(path, command=command, config=config, started=started):
         pass
