@@ -47,7 +47,8 @@ def store_summary(store: MaskStore) -> dict[str, Any]:
         "num_samples": len(store),
         "num_classes": store.num_classes,
         "splits": {str(s): int(n) for s, n in zip(splits, counts)},
-        "maps": {k: int(store.has_map(k).sum()) for k in MAP_KINDS},
+        "maps": {k: int(store.has_map(k).sum())
+                 for k in (*MAP_KINDS, *(n for n in store.map_names() if n not in MAP_KINDS))},
         "with_tags": int(store.has_tags.sum()),
         "strong": int(store.strong.sum()),
         "image_sizes": {

@@ -494,5 +494,6 @@ def test_info_lists_scores_and_selection(scored: Path) -> None:
     as_json = json.loads(invoke(["info", scored, "--json"]).stdout)
     assert set(COLUMNS) <= set(as_json["scores"])
     assert as_json["scores"]["sc"]["computed"] == 6
+    assert list(as_json["maps"]) == ["proxy", "gt", "saliency", "reference"] and as_json["maps"]["reference"] == 6
     assert as_json["selections"]["sc_tau0.05"]["rule"]["tau"] == 0.05
     assert [e["command"] for e in as_json["log"]] == ["import voc", "score-coarse", "select"]
