@@ -105,7 +105,7 @@ class ImportSummary:
 # --------------------------------------------------------------------------------------
 def check_sample_id(sample_id: str, where: str) -> str:
     """Ids become file names on export: no separators, no '..', no control characters."""
-    if (not sample_id or "/" in sample_id or "\\" in sample_id or sample_id in (".", "..")
+    if (not sample_id or "/" in sample_id or "\\" in sample_id or sample_id == "."
             or ".." in sample_id or not sample_id.isprintable() or sample_id != sample_id.strip()):
         raise InputError(
             f"{where}: invalid sample id {sample_id!r}; ids become file names, so they must not be "

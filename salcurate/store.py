@@ -521,10 +521,6 @@ class _Writable:
             self._new_column("scores", name, values, overwrite=overwrite,
                              attrs={"config": json.dumps(config, sort_keys=True, default=str), "command": command})
 
-    def delete_score(self, name: str) -> None:
-        if name in self._f["scores"]:
-            del self._f[f"scores/{name}"]
-
     # -- computed binary maps ----------------------------------------------------------
     def put_bit_maps(self, name: str, packed: Iterable[np.ndarray | None], *, config: dict[str, Any],
                      command: str, overwrite: bool = False) -> None:

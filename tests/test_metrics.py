@@ -126,6 +126,9 @@ def test_boundary_accuracy_by_hand() -> None:
     assert m.boundary_accuracy(0.8, 0.0, b=0) == pytest.approx(0.8)  # F^0 = 1 switches F off
     with pytest.raises(InputError, match="expected b >= 0"):
         m.boundary_accuracy(0.8, 0.5, b=-1)
+    f1, f = np.array([0.8, np.nan, 0.0]), np.array([0.5, 0.5, 0.9])  # columns, NaN = not scored
+    np.testing.assert_allclose(m.boundary_accuracy(f1, f, b=0.1), [0.8 * 0.5**0.1, np.nan, 0.0])
+    np.testing.assert_array_equal(m.boundary_accuracy(f1, f, b=0), f1)
 
 
 def test_class_distribution_by_hand() -> None:

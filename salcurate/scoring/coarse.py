@@ -318,9 +318,9 @@ def score_coarse(path: str | os.PathLike[str], config: CoarseConfig, *,
 
         values = area.values()
         f1, f = values["f1"], values["f"]
-        ac = f1 * (np.ones_like(f) if config.b == 0 else np.power(f, config.b))
+        ac = metrics.boundary_accuracy(f1, f, b=config.b).astype(np.float32)
         cd_col = np.where(has_proxy, cd, np.nan).astype(np.float32)
-        sc = (ac * cd_col).astype(np.float32)
+        sc = metrics.coarse_score(ac, cd_col).astype(np.float32)
         columns = {names["f1"]: f1, names["f"]: f, names["ac"]: ac, names["cd"]: cd_col, names["sc"]: sc}
         with store_mod.transaction(path, command=COMMAND, config={**dataclasses.asdict(config), "columns": names},
                                    started=started) as tx:

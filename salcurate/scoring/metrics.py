@@ -158,10 +158,16 @@ def objectness(edges: np.ndarray, mask: np.ndarray) -> float:
     return float(edges[boundary].sum(dtype=np.float64) / n)
 
 
-def boundary_accuracy(f1: float, objectness_score: float, *, b: float = 0.1) -> float:
-    """AC = F1(H, B) x F(B)^b (Eq. 3); b = 0 switches objectness off (F^0 = 1)."""
+def boundary_accuracy(f1: np.ndarray | float, objectness_score: np.ndarray | float, *,
+                      b: float = 0.1) -> np.ndarray | float:
+    """AC = F1(H, B) x F(B)^b (Eq. 3); b = 0 switches objectness off (F^0 = 1).
+
+    f1, objectness_score: floats, or ``(N,)`` arrays (NaN stays NaN) → the same kind.
+    """
     if b < 0:
         raise InputError(f"expected b >= 0 (the objectness weight), got {b}")
+    if isinstance(f1, np.ndarray):
+        return f1 if b == 0 else f1 * np.power(objectness_score, b)
     return float(f1) * (1.0 if b == 0 else float(objectness_score) ** b)
 
 

@@ -302,14 +302,32 @@ def builtin_saliency(image: np.ndarray, *, background_seeds: np.ndarray | None =
 # threshold and calibration
 
 
+def _otsu(saliency: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold over a fixed histogram of [0, 1], as the cut for ``s >= t``.
+
+    The split maximizing the between-class variance w0 w1 (mu0 - mu1)^2 puts bins 0..k in the
+    background; t is bin k's upper edge, so every background pixel is below t.  A map whose
+    values fall in one bin (constant, or spanning a tiny range) gives its mean.
+    """
+    counts, edges = np.histogram(saliency, bins=bins, range=(0.0, 1.0))
+    if np.count_nonzero(counts) <= 1:
+        return float(saliency.mean(dtype=np.float64))
+    counts = counts.astype(np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)[:-1]
+    w1 = counts.sum() - w0
+    m0 = np.cumsum(counts * centers)[:-1]
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = ((counts * centers).sum() - m0) / np.maximum(w1, 1)
+    between = np.where((w0 > 0) & (w1 > 0), w0 * w1 * (mu0 - mu1) ** 2, -1.0)
+    return float(edges[int(np.argmax(between)) + 1])
+
+
 def _threshold(saliency: np.ndarray, method: str) -> float:
     if method == "adaptive":
         value = 2.0 * float(saliency.mean(dtype=np.float64))
     else:
-        from skimage.filters import threshold_otsu
-
-        constant = saliency.min() == saliency.max()
-        value = float(saliency.flat[0]) if constant else float(threshold_otsu(saliency))
+        value = _otsu(saliency)
     return float(np.clip(value, *THRESHOLD_RANGE))
 
 
@@ -320,8 +338,8 @@ def adaptive_threshold(saliency: np.ndarray, *, method: str = "adaptive") -> flo
 
     ``"adaptive"``: twice the mean saliency, t = 2 · mean(s) (Achanta, Hemami, Estrada,
     Süsstrunk, "Frequency-tuned salient region detection", CVPR 2009, Section 4.1).
-    ``"otsu"``: Otsu's threshold of the map's histogram (Otsu, IEEE SMC 1979; scikit-image's
-    ``threshold_otsu``, 256 bins); a constant map gives its value.
+    ``"otsu"``: Otsu's threshold (Otsu, IEEE SMC 1979) over a 256-bin histogram of [0, 1],
+    the upper edge of the background's last bin; a map within one bin gives its mean.
     Either is clipped to [0.05, 0.95], so a near-black map does not make everything salient
     and a bright one does not make nothing salient, and :func:`calibrate` stays defined.
     """

@@ -22,7 +22,6 @@ from salcurate.errors import InputError
 from salcurate.scoring import metrics
 
 POSITIVE, NEGATIVE, DEGRADED, COMPOSITE = 0, 1, 2, 3
-KIND_NAMES = ("positive", "negative", "degraded", "composite")
 #: The paper's counts for 10,582 images.
 PAPER_COUNTS = {"positive": 4000, "negative": 1000, "degraded": 3000, "composite": 2000}
 PAPER_IMAGES = 10582
