@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,6 +59,7 @@ from torch import Tensor, nn
 
 from salcurate._version import __version__
 from salcurate.errors import InputError
+from salcurate.nn.fileio import atomic_torch_save
 from salcurate.nn.gdn import GDN
 
 log = logging.getLogger(__name__)
@@ -366,23 +366,7 @@ def save_checkpoint(
     path = Path(path)
     if path.is_dir():
         raise InputError(f"scorer checkpoint path {path} is a folder; pass a file name such as {path / 'scorer.pt'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_torch_save(payload, path)
     log.info("saved scorer checkpoint %s (config %s)", path, config.to_dict())
     return path
 
