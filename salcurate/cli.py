@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import shlex
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -473,6 +474,101 @@ def score_fine(
 
 
 # --------------------------------------------------------------------------------------
+# retrain
+# --------------------------------------------------------------------------------------
+@app.command("retrain")
+@command
+def retrain(
+    store: StoreArg = DEFAULT_STORE,
+    selection: Annotated[Optional[str], typer.Option("--selection", help="Selection to train on (from `salcurate select`); none = every proxy (P2).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder (default runs/SELECTION).")] = None,
+    backbone: Annotated[str, typer.Option("--backbone", help="vgg16, resnet101, resnet50 or resnet18.")] = "vgg16",
+    backbone_weights: Annotated[str, typer.Option("--backbone-weights", help="imagenet (from the local torch cache), a .pth file, or none (random).")] = "imagenet",
+    sample: Annotated[str, typer.Option("--sample", help="selected: draw only kept images (paper); all: every image, L_sel weighted by w.")] = "selected",
+    split: Annotated[str, typer.Option("--split", help="Split to train on.")] = "train",
+    val_split: Annotated[str, typer.Option("--val-split", help="Split with ground truth for validation mIoU.")] = "val",
+    strong: Annotated[bool, typer.Option("--strong/--no-strong", help="Strong samples train on their ground truth with w = 1.")] = True,
+    attention: Annotated[str, typer.Option("--attention", help="multiply (Eq. 11, paper), multitask (released code) or off (no classification branch).")] = "multiply",
+    attention_loss: Annotated[str, typer.Option("--attention-loss", help="bce (positive and negative terms) or positive (Eq. 12 as printed).")] = "bce",
+    lam: Annotated[float, typer.Option("--lambda", help="Weight of the attention loss (Eq. 14; paper 2).")] = 2.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per iteration and process (paper 7).")] = 7,
+    crop: Annotated[int, typer.Option("--crop", help="Random crop side (paper 321); smaller images are padded.")] = 321,
+    scale_min: Annotated[float, typer.Option("--scale-min", help="Smallest random scale.")] = 0.5,
+    scale_max: Annotated[float, typer.Option("--scale-max", help="Largest random scale.")] = 1.5,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips.")] = True,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate (default: 1e-3 vgg16, 1e-4 resnets).")] = None,
+    max_iter: Annotated[Optional[int], typer.Option("--max-iter", help="Iterations (default: 27000 vgg16, 15000 resnets).")] = None,
+    momentum: Annotated[float, typer.Option("--momentum")] = 0.9,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 5e-4,
+    power: Annotated[float, typer.Option("--power", help="Poly schedule power.")] = 0.9,
+    head_lr_mult: Annotated[float, typer.Option("--head-lr-mult", help="Heads learn this many times faster than the backbone.")] = 10.0,
+    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--train-bn", help="Batch-norm fixed (default: when ImageNet weights are loaded).")] = None,
+    device: DeviceOpt = "auto",
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast (default: on CUDA).")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on CUDA).")] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Data-loader processes per rank.", min=0)] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Iterations between checkpoints (a killed run loses at most this many).")] = 1000,
+    val_every: Annotated[int, typer.Option("--val-every", help="Iterations between validations (0: at the end only).")] = 0,
+    val_limit: Annotated[Optional[int], typer.Option("--val-limit", help="Validate on at most this many images.")] = None,
+    log_every: Annotated[int, typer.Option("--log-every", help="Iterations per line of log.jsonl.")] = 20,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard events when installed.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder.")] = False,
+) -> None:
+    """Retrain SAL-Net on selected proxies with the selection and attention losses (Eq. 13-14)."""
+    from salcurate.errors import InputError
+    from salcurate.store import MaskStore
+    from salcurate.training.distributed import env_info
+    from salcurate.training.retrain import RetrainConfig
+    from salcurate.training.retrain import retrain as run
+
+    if selection is None:
+        with MaskStore(store) as st:
+            have = ", ".join(st.selection_names()) or "none yet"
+        raise InputError(f"pass --selection NAME (the store has: {have}; make one with `salcurate select`) "
+                         "or --selection none to train on every proxy")
+    sel = None if selection.lower() == "none" else selection
+    config = RetrainConfig(
+        store=str(store), output=str(output or Path("runs") / (sel or "all")), backbone=backbone,
+        backbone_weights=backbone_weights, selection=sel, sample=sample, split=split, val_split=val_split,
+        use_strong=strong, attention=attention, attention_loss=attention_loss, lam=lam, batch_size=batch_size, crop=crop,
+        scale_min=scale_min, scale_max=scale_max, flip=flip, lr=lr, max_iter=max_iter, momentum=momentum,
+        weight_decay=weight_decay, power=power, head_lr_mult=head_lr_mult, freeze_bn=freeze_bn, device=device, amp=amp,
+        channels_last=channels_last, compile=compile_, workers=workers, seed=seed, checkpoint_every=checkpoint_every,
+        val_every=val_every, val_limit=val_limit, log_every=log_every, tensorboard=tensorboard, resume=resume)
+    main_rank = env_info().main
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=err, disable=not (err.is_terminal and main_rank)) as bar:
+        task = None
+
+        def on_start(s: dict[str, Any]) -> None:
+            nonlocal task
+            c = s["counts"]
+            out.print(f"training on {c['drawable']} images of {c['split']} in split {split!r} ({c['kept']} kept, "
+                      f"{c['strong']} strong), validating on {s['validation_images']}; {s['device']}, "
+                      f"{s['world_size']} process(es)" + (f"; resuming at iteration {s['start']}" if s["start"] else ""))
+            task = bar.add_task("retraining", total=s["max_iter"], completed=s["start"], info="")
+
+        def on_progress(p: Any) -> None:
+            m = p.logged
+            info = (f"loss {m['loss']:.3f} (sel {m['loss_sel']:.3f}, atten {m['loss_atten']:.3f}) lr {p.lr:.2e}"
+                    if m.get("loss") is not None else f"lr {p.lr:.2e}")
+            if task is not None:
+                bar.update(task, completed=p.iteration, info=info)
+
+        def on_validation(it: int, m: dict[str, Any]) -> None:
+            out.print(f"iteration {it}: validation mIoU {100 * m['val_miou']:.1f}, pixel accuracy "
+                      f"{100 * m['val_pixel_accuracy']:.1f}")
+
+        res = run(config, on_start=on_start, progress=on_progress, on_validation=on_validation)
+    if main_rank:
+        out.print(f"model saved to {escape(res.model)} after {res.iterations} iterations ({res.seconds:.0f} s); "
+                  f"checkpoint {escape(res.checkpoint)}, log {escape(res.log)}")
+
+
+# --------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------
 @app.command("report")
@@ -501,6 +597,95 @@ def report(
 
 
 # --------------------------------------------------------------------------------------
+# SAL-Net evaluation and prediction
+# --------------------------------------------------------------------------------------
+ScalesOpt = Annotated[str, typer.Option("--scales", help="Scales of multi-scale inference, fused by max (paper: 0.5,0.75,1.0).")]
+FlipOpt = Annotated[bool, typer.Option("--flip", help="Also predict on mirrored images (fused by max).")]
+CrfOpt = Annotated[bool, typer.Option("--crf", help="Refine with a dense CRF (DeepLab's settings; needs the crf extra).")]
+
+
+def _inference_config(scales: str, flip: bool) -> Any:
+    from salcurate.errors import InputError
+    from salcurate.evaluation.inference import InferenceConfig
+
+    try:
+        values = tuple(float(v) for v in scales.split(","))
+    except ValueError:
+        raise InputError(f"--scales expects numbers separated by commas like 0.5,0.75,1.0, got {scales!r}") from None
+    return InferenceConfig(scales=values, flip=flip)
+
+
+@app.command("evaluate")
+@command
+def evaluate(
+    store: StoreArg = DEFAULT_STORE,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="SAL-Net model file or `salcurate retrain` run folder (its model.pt).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to evaluate; its samples with ground truth are used.")] = "val",
+    multiscale: Annotated[bool, typer.Option("--multi-scale/--no-multi-scale", help="Also report multi-scale inference.")] = True,
+    scales: ScalesOpt = "0.5,0.75,1.0",
+    flip: FlipOpt = False,
+    crf: CrfOpt = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results (and the resolved config) as JSON.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table like the paper's Table II.")] = None,
+    save_masks: Annotated[Optional[Path], typer.Option("--save-masks", help="Write the last setting's masks here (VOC palette PNGs).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate only the first N images.", min=1)] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """mIoU and per-class IoU of a SAL-Net model against the ground truth (single-scale, multi-scale, +CRF)."""
+    from salcurate.errors import InputError
+    from salcurate.evaluation.evaluate import EvaluateConfig, evaluate_store, write_outputs
+
+    if model is None:
+        raise InputError("no model given; pass the SAL-Net model file with --model PATH (written by `salcurate retrain`)")
+    config = EvaluateConfig(store=str(store), model=str(model), split=split, multiscale=multiscale, crf=crf,
+                            inference=_inference_config(scales, flip), device=device, save_masks=_s(save_masks),
+                            limit=limit)
+    with contextlib.ExitStack() as stack:
+        bar = LazyBar(stack, "evaluating")
+        res = evaluate_store(config, on_start=bar.start, progress=bar.advance)
+    pct = lambda v: "-" if v != v else f"{100 * v:.1f}"  # noqa: E731  (NaN: class in neither gt nor prediction)
+    t = Table(title=f"{escape(model.name)} on {escape(split)} ({res.num_images} images, {res.device}): IoU (%)")
+    t.add_column("class")
+    for s in res.settings:
+        t.add_column(escape(s.name), justify="right")
+    for row, label in enumerate(res.labels):
+        t.add_row(escape(label), *(pct(s.iou[row]) for s in res.settings))
+    t.add_section()
+    t.add_row("mIoU", *(pct(s.miou) for s in res.settings))
+    t.add_row("pixel accuracy", *(pct(s.pixel_accuracy) for s in res.settings))
+    t.add_row("s / image", *(f"{s.seconds_per_image:.3f}" for s in res.settings))
+    out.print(t)
+    for path in write_outputs(res, json_path=json_path, markdown_path=markdown):
+        out.print(f"written: {escape(str(path))}")
+    if res.masks_dir:
+        out.print(f"masks of {escape(res.settings[-1].name)}: {escape(res.masks_dir)}")
+
+
+@app.command("predict")
+@command
+def predict(
+    model: Annotated[Path, typer.Argument(help="SAL-Net model file or `salcurate retrain` run folder (its model.pt).")],
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files, or folders of images.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the label maps (<stem>.png, VOC palette).")] = Path("predictions"),
+    multiscale: Annotated[bool, typer.Option("--multi-scale/--single-scale", help="Multi-scale inference (max fusion).")] = True,
+    scales: ScalesOpt = "0.5,0.75,1.0",
+    flip: FlipOpt = False,
+    crf: CrfOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Segment images with a SAL-Net model; writes one VOC palette PNG per image."""
+    from salcurate.evaluation.evaluate import PredictConfig, predict_images
+
+    config = PredictConfig(model=str(model), out=str(output), multiscale=multiscale, crf=crf,
+                           inference=_inference_config(scales, flip), device=device)
+    with contextlib.ExitStack() as stack:
+        bar = LazyBar(stack, "predicting")
+        res = predict_images(config, images or [], on_start=bar.start, progress=bar.advance)
+    out.print(f"wrote {res.written} label maps to {escape(str(res.out))} ({escape(res.setting)}, {res.device}, "
+              f"{res.seconds:.1f} s)")
+
+
+# --------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------
 @app.command("demo")
@@ -520,6 +705,7 @@ def demo(
     out.print(f"[bold]# making the demo dataset in {escape(str(folder / 'voc'))} ({images} images, seed {seed})[/bold]")
     with progress_bar("generating", images) as advance:
         make_demo_dataset(folder / "voc", config, progress=advance)
+    shutil.rmtree(folder / "runs", ignore_errors=True)  # the demo's own earlier retraining runs
     for argv in demo_commands(folder, config, shipped_scorer=default_scorer_path()):
         out.print(f"\n[bold]$ salcurate {escape(shlex.join(argv))}[/bold]")
         code = app(argv, prog_name="salcurate", standalone_mode=False)

@@ -172,6 +172,14 @@ def tiny_store(tiny_voc: TinyVoc, tmp_path: Path) -> Path:
     return out
 
 
+def put_selection(path: Path, name: str, weights: Sequence[float]) -> None:
+    """Write a selection (one weight per sample) straight into a store."""
+    from salcurate import store as store_mod
+
+    with store_mod.transaction(path, command="test", config={}) as tx:
+        tx.put_selection(name, np.asarray(weights, np.float32), rule={"test": True}, command="test", overwrite=True)
+
+
 def make_demo_store(root: Path, *, num_images: int, size: int, seed: int) -> Path:
     """A demo dataset imported into ``root/masks.h5`` (train and val, saliency, tags)."""
     from salcurate.datasets import ImportConfig, import_dataset
