@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from salcurate.crf import CRF_INSTALL, crf_available, dense_crf
 from salcurate.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,13 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: Probabilities are clipped to [CRF_EPS, 1] before taking -log for the CRF unary (as
-#: pydensecrf's ``unary_from_softmax``).
-CRF_EPS = 1e-5
 DEFAULT_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0)
 
-CRF_MISSING = ("the dense CRF needs pydensecrf, but it is not installed; install the crf extra: "
-                "pip install 'salcurate[crf]' (or pip install pydensecrf2), or leave out --crf")
+CRF_MISSING = f"the dense CRF needs pydensecrf, but it is not installed; {CRF_INSTALL}, or leave out --crf"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,15 +159,6 @@ def predict_probabilities(model: Any, image: np.ndarray, *, scales: Sequence[flo
         return fused.cpu().numpy().astype(np.float32, copy=False)
 
 
-def crf_available() -> bool:
-    """Whether pydensecrf (the ``crf`` extra, package pydensecrf2) can be imported."""
-    try:
-        import pydensecrf.densecrf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _check_crf(image: object, probabilities: object, iterations: object) -> None:
     _check_image(image)
     assert isinstance(image, np.ndarray)
@@ -197,19 +185,7 @@ def crf_segmentation(image: np.ndarray, probabilities: np.ndarray, *, iterations
     argmax of the result.  Raises InputError if pydensecrf is not installed.
     """
     _check_crf(image, probabilities, iterations)
-    try:
-        import pydensecrf.densecrf as dcrf
-    except ImportError:
-        raise InputError(CRF_MISSING) from None
-    k, h, w = probabilities.shape
-    unary = np.clip(probabilities.reshape(k, h * w), CRF_EPS, 1.0).astype(np.float32)
-    np.log(unary, out=unary)
-    np.negative(unary, out=unary)
-    crf = dcrf.DenseCRF2D(w, h, k)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary))
-    crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=gaussian_compat)
-    # pydensecrf takes a writable C-contiguous buffer (Pillow's and torchvision's arrays may be read-only)
-    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.require(image, np.uint8, ("C", "W")),
-                             compat=bilateral_compat)
-    q = np.asarray(crf.inference(int(iterations)), dtype=np.float32)
-    return q.reshape(k, h, w).argmax(axis=0).astype(np.uint8)
+    q = dense_crf(image, probabilities, iterations=int(iterations), gaussian_sxy=gaussian_sxy,
+                  gaussian_compat=gaussian_compat, bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
+                  bilateral_compat=bilateral_compat, missing=CRF_MISSING)
+    return q.argmax(axis=0).astype(np.uint8)

@@ -26,6 +26,7 @@ import logging
 
 import numpy as np
 
+from salcurate.crf import CRF_EPS, CRF_INSTALL, crf_available, dense_crf
 from salcurate.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,7 @@ log = logging.getLogger(__name__)
 THRESHOLD_METHODS = ("adaptive", "otsu")
 #: Thresholds are clipped to this range, so that :func:`calibrate` is always defined.
 THRESHOLD_RANGE = (0.05, 0.95)
-#: Probabilities are clipped to [CRF_EPS, 1 - CRF_EPS] before taking -log for the CRF unary.
-CRF_EPS = 1e-5
-
-_CRF_MISSING = (
-    "the CRF refinement needs pydensecrf, but pydensecrf is not installed; install the crf "
-    "extra: pip install 'salcurate[crf]' (or pip install pydensecrf2), or pass --no-crf"
-)
+_CRF_MISSING = f"the CRF refinement needs pydensecrf, but pydensecrf is not installed; {CRF_INSTALL}, or pass --no-crf"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,33 +381,12 @@ def calibrate(saliency: np.ndarray, threshold: float) -> np.ndarray:
 # dense CRF
 
 
-def crf_available() -> bool:
-    """Whether pydensecrf (the ``crf`` extra, package pydensecrf2) can be imported."""
-    try:
-        import pydensecrf.densecrf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _crf(image: np.ndarray, prob: np.ndarray, params: CrfParams) -> np.ndarray:
-    try:
-        import pydensecrf.densecrf as dcrf
-    except ImportError:
-        raise InputError(_CRF_MISSING) from None
-    h, w = prob.shape
-    p = np.clip(prob.reshape(1, h * w), CRF_EPS, 1.0 - CRF_EPS).astype(np.float32, copy=False)
-    unary = np.concatenate([1.0 - p, p])
-    np.log(unary, out=unary)
-    np.negative(unary, out=unary)
-    crf = dcrf.DenseCRF2D(w, h, 2)
-    crf.setUnaryEnergy(unary)
-    crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
-    crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
-                             # pydensecrf takes a writable C-contiguous buffer (Pillow's arrays are read-only)
-                             rgbim=np.require(image, np.uint8, ("C", "W")), compat=params.bilateral_compat)
-    q = np.asarray(crf.inference(params.iterations), dtype=np.float32)
-    return q[1].reshape(h, w)
+    p = np.clip(prob, CRF_EPS, 1.0 - CRF_EPS).astype(np.float32, copy=False)
+    q = dense_crf(image, np.stack([1.0 - p, p]), iterations=params.iterations, gaussian_sxy=params.gaussian_sxy,
+                  gaussian_compat=params.gaussian_compat, bilateral_sxy=params.bilateral_sxy,
+                  bilateral_srgb=params.bilateral_srgb, bilateral_compat=params.bilateral_compat, missing=_CRF_MISSING)
+    return q[1]
 
 
 def crf_refine(image: np.ndarray, prob: np.ndarray, *, iterations: int = 5,
