@@ -11,6 +11,10 @@ from pathlib import Path
 from salcurate.demo_data import DemoConfig
 
 #: A short scorer training that fits the demo (the paper's full recipe is for a GPU).
+#: A short SAL-Net retraining from random weights (no ImageNet weights ship with salcurate); the
+#: paper's protocol (``salcurate retrain --backbone vgg16``) is for a GPU.
+SHORT_RETRAIN = ["--backbone", "resnet18", "--backbone-weights", "none", "--crop", "96", "--max-iter", "30",
+                 "--lr", "1e-2", "--log-every", "10"]
 SHORT_TRAINING = ["--epochs", "3", "--lr", "1e-3", "--batch-size", "16", "--input-size", "64",
                   "--width", "16", "--channels", "24", "--hidden", "16"]
 
@@ -39,4 +43,7 @@ def demo_commands(folder: Path, config: DemoConfig, *, shipped_scorer: Path | No
         ["export", str(store), str(folder / "export"), "--selection", "sf_tau0.55",
          "--scores", str(folder / "scores.csv"), "--overwrite"],
         ["report", str(store), "-o", str(folder / "report"), "--overwrite"],
+        ["retrain", str(store), "--selection", "sf_tau0.55", "-o", str(folder / "runs" / "sf_tau0.55"), *SHORT_RETRAIN],
+        ["evaluate", str(store), "--model", str(folder / "runs" / "sf_tau0.55"), "--split", "val",
+         "--markdown", str(folder / "miou.md")],
     ]

@@ -231,3 +231,40 @@ def test_tensorboard_gets_the_logged_scalars_when_installed(store: Path, tmp_pat
     tags = {t for t, _, _ in written}
     assert {"loss", "loss_sel", "loss_atten", "lr", "val_miou", "closed"} <= tags
     assert ("loss", pytest.approx(json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["loss"]), 2) in written
+
+
+def test_the_gpu_code_path_runs_on_the_cpu(store: Path, tmp_path: Path) -> None:
+    """bf16 autocast and channels-last (the CUDA defaults) forced on the CPU: a finite loss, a usable model."""
+    res = retrain(_config(store, tmp_path / "run", max_iter=2, amp=True, channels_last=True))
+    assert res.config["amp_used"] and res.config["channels_last_used"]
+    assert np.isfinite(res.final["loss"]) and np.isfinite(res.validation["val_miou"])
+
+
+def test_resume_with_imagenet_weights_and_frozen_batch_norm(store: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.models import resnet18
+
+    from salcurate.nn.salnet import imagenet_weights_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache, _ = imagenet_weights_path("resnet18")
+    cache.parent.mkdir(parents=True)
+    torch.manual_seed(1)
+    torch.save(resnet18().state_dict(), cache)
+    kw = dict(max_iter=4, backbone_weights="imagenet")
+    retrain(_config(store, tmp_path / "straight", **kw))
+
+    def interrupt(p: object) -> None:
+        if p.iteration == 2:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    with pytest.raises(SalcurateError):
+        retrain(_config(store, tmp_path / "cut", **kw), progress=interrupt)
+    retrain(_config(store, tmp_path / "cut", resume=True, **kw))
+    _assert_same_weights(tmp_path / "straight" / "model.pt", tmp_path / "cut" / "model.pt")
+    model, info = load_model(tmp_path / "cut" / "model.pt")
+    assert model.bn_frozen and info["config"]["freeze_bn"] is True
+    w, imagenet = _weights(tmp_path / "cut" / "model.pt"), torch.load(cache)
+    for name in ("weight", "bias", "running_mean", "running_var"):  # frozen: batch norm as loaded
+        assert torch.equal(w[f"backbone.stem.1.{name}"], imagenet[f"bn1.{name}"])
+    assert not torch.equal(w["backbone.layer1.0.conv1.weight"], imagenet["layer1.0.conv1.weight"])  # convs trained

@@ -333,13 +333,17 @@ class SALNet(nn.Module):
                          dropout=config.dropout)
         self.classifier = (None if config.attention == "off"
                            else ClassificationBranch(channels, config.num_classes, dilations=config.class_dilations))
-        freeze = config.freeze_bn if config.freeze_bn is not None else backbone_weights != "none"
-        self.bn_frozen = bool(freeze)
-        if self.bn_frozen:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    for p in m.parameters():
-                        p.requires_grad_(False)
+        self.bn_frozen = False
+        self.set_bn_frozen(config.freeze_bn if config.freeze_bn is not None else backbone_weights != "none")
+
+    def set_bn_frozen(self, frozen: bool) -> None:
+        """Fix (or free) the backbone's batch-norm statistics and affine parameters."""
+        self.bn_frozen = bool(frozen)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                for p in m.parameters():
+                    p.requires_grad_(not self.bn_frozen)
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> SALNet:
         super().train(mode)
@@ -447,7 +451,7 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     except (KeyError, TypeError, InputError) as exc:
         raise InputError(f"{path}: the model file's config is unusable ({exc}); retrain it") from None
     model = SALNet(config)
-    model.bn_frozen = bool(payload.get("bn_frozen", False))
+    model.set_bn_frozen(bool(payload.get("bn_frozen", False)))
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, KeyError, TypeError) as exc:

@@ -256,8 +256,9 @@ def _retrain(config: RetrainConfig, device: torch.device, info: ddp.DistInfo, st
 
     recipe = {**config.recipe(info.world), "store_ids": ids_digest}
     recipe = json.loads(json.dumps(recipe))
+    frozen = config.freeze_bn if config.freeze_bn is not None else config.backbone_weights != "none"
     model_cfg = SALNetConfig(backbone=config.backbone, num_classes=len(class_names) - 1, attention=config.attention,
-                             freeze_bn=config.freeze_bn)
+                             freeze_bn=frozen)
     start_iter = 0
     payload = None
     if config.resume:
@@ -277,7 +278,6 @@ def _retrain(config: RetrainConfig, device: torch.device, info: ddp.DistInfo, st
     weights = "none" if payload is not None else config.backbone_weights
     model = SALNet(model_cfg, backbone_weights=weights)
     if payload is not None:
-        model.bn_frozen = bool(payload.get("bn_frozen", model.bn_frozen))
         model.load_state_dict(payload["state_dict"])
     amp = config.amp if config.amp is not None else device.type == "cuda"
     if amp and device.type == "cpu":
