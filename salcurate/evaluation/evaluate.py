@@ -281,7 +281,7 @@ def evaluate_store(config: EvaluateConfig, *, on_start: Callable[[int], None] | 
     that differ from the store's, a split without ground truth and an unusable device.
     """
     from salcurate.imageio import write_label_png
-    from salcurate.scoring.fine import resolve_device
+    from salcurate.nn.device import resolve_device
     from salcurate.store import MaskStore
 
     config = _check_evaluate(config)
@@ -506,7 +506,7 @@ def predict_images(config: PredictConfig, paths: Sequence[str | Path], *,
     stem and an output path that is not a folder.
     """
     from salcurate.imageio import decode_image, write_label_png
-    from salcurate.scoring.fine import resolve_device
+    from salcurate.nn.device import resolve_device
 
     files = _check_predict(config, paths)
     device = resolve_device(config.device)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from salcurate import store as store_mod
 from salcurate.errors import InputError, SalcurateError, StoreError
+from salcurate.nn.device import resolve_device
 from salcurate.nn.scorer import MaskScorer, ScorerConfig, load_checkpoint, save_checkpoint
 from salcurate.scoring import synthesis
 from salcurate.scoring.synthesis import ScorerTrainingSet, SynthesisConfig, network_input, resize_pair
@@ -33,17 +34,6 @@ log = logging.getLogger(__name__)
 
 TRAIN_COMMAND = "train-scorer"
 SCORE_COMMAND = "score-fine"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda, but no CUDA GPU is available here; use --device cpu (or auto)")
-    if name not in ("cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def _coarse_columns(st: store_mod.MaskStore, suffix: str) -> tuple[str, str, str, dict[str, Any]]:

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from salcurate import store as store_mod
 from salcurate.errors import InputError, SalcurateError
+from salcurate.nn.device import resolve_device
 from salcurate.nn.salnet import BACKBONES, SALNet, SALNetConfig, read_model_file, save_model
 from salcurate.training import distributed as ddp
 from salcurate.training.data import (Augment, EvalSet, RetrainSet, StreamSampler, plan_training,
@@ -133,12 +134,6 @@ def _check(c: RetrainConfig) -> None:
         problems.append("--checkpoint-every and --log-every must be >= 1 and --val-every >= 0")
     if problems:
         raise InputError(problems[0])
-
-
-def resolve_device(name: str) -> torch.device:
-    from salcurate.scoring.fine import resolve_device as resolve
-
-    return resolve(name)
 
 
 def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
