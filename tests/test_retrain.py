@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_ok, invoke, put_selection
+from conftest import assert_ok, file_digest, invoke, put_selection
 
 from salcurate import store as store_mod
 from salcurate.errors import InputError, SalcurateError
@@ -159,10 +159,11 @@ def test_cli_retrain_smoke(store: Path, tmp_path: Path) -> None:
 ])
 def test_cli_bad_input(store: Path, tmp_path: Path, args: list[str], text: str) -> None:
     put_selection(store, "nothing", [0, 0, 0, 0, 1, 1])
-    base = [a for a in TINY_ARGS if a != "--batch-size"]
     base = TINY_ARGS if "--batch-size" not in args else TINY_ARGS[:6] + TINY_ARGS[8:]
+    before = file_digest(store)
     result = invoke(["retrain", store, "-o", tmp_path / "run", "--max-iter", "1", *base, *args])
     assert result.exit_code == 2, result.stdout
+    assert file_digest(store) == before  # the store is left as it was
     text = text.replace("kept3", "kept3, nothing") if "the store has" in text else text
     assert result.stderr.startswith("error: ") and text in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
