@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from salcurate.crf import CRF_INSTALL, crf_available, dense_crf
+from salcurate.crf import CRF_INSTALL, crf_available, dense_crf  # noqa: F401 (crf_available re-exported)
 from salcurate.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover

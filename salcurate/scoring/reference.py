@@ -26,7 +26,7 @@ import logging
 
 import numpy as np
 
-from salcurate.crf import CRF_EPS, CRF_INSTALL, crf_available, dense_crf
+from salcurate.crf import CRF_EPS, CRF_INSTALL, crf_available, dense_crf  # noqa: F401 (crf_available re-exported)
 from salcurate.errors import InputError
 
 log = logging.getLogger(__name__)

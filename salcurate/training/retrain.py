@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +37,7 @@ from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.device import resolve_device
 from salcurate.nn.salnet import BACKBONES, SALNet, SALNetConfig, read_model_file, save_model
 from salcurate.training import distributed as ddp
-from salcurate.training.data import (Augment, EvalSet, RetrainSet, StreamSampler, plan_training,
+from salcurate.training.data import (Augment, EvalSet, RetrainSet, StreamSampler, TrainingPlan, plan_training,
                                      validation_indices)
 from salcurate.training.losses import ATTENTION_LOSSES, sal_loss
 
@@ -216,17 +215,29 @@ def retrain(config: RetrainConfig, *, on_start: Callable[[dict[str, Any]], None]
     device = resolve_device(config.device)
     info, device = ddp.setup(device)
     try:
-        return _retrain(config, device, info, started, on_start, progress, on_validation)
+        trainer = _Trainer(config, device, info, started, progress, on_validation)
+        if info.main:
+            trainer.start_files()
+            if on_start:
+                on_start({"start": trainer.start_iter, "max_iter": config.max_iter, "counts": trainer.data.plan.counts,
+                          "validation_images": int(len(trainer.data.val_idx)), "device": str(device),
+                          "world_size": info.world})
+        return trainer.run()
     finally:
         ddp.teardown(info)
 
 
-def _retrain(config: RetrainConfig, device: torch.device, info: ddp.DistInfo, started: float,
-             on_start: Callable[[dict[str, Any]], None] | None, progress: Callable[[Progress], None] | None,
-             on_validation: Callable[[int, dict[str, Any]], None] | None) -> RetrainResult:
-    assert config.max_iter is not None and config.lr is not None
-    out = Path(config.output)
-    ckpt_path, model_path, log_path = out / "checkpoint.pt", out / "model.pt", out / "log.jsonl"
+@dataclasses.dataclass(frozen=True)
+class _StoreView:
+    """What a run needs from the store (read once, then the store is closed)."""
+
+    plan: TrainingPlan
+    class_names: list[str]
+    val_idx: np.ndarray
+    ids_digest: str
+
+
+def _read_store(config: RetrainConfig) -> _StoreView:
     with store_mod.MaskStore(config.store) as st:
         if config.selection is not None and config.selection not in st.selection_names():
             have = ", ".join(st.selection_names()) or "none"
@@ -234,11 +245,10 @@ def _retrain(config: RetrainConfig, device: torch.device, info: ddp.DistInfo, st
                              "`salcurate select`, or pass --selection none to train on every proxy")
         plan = plan_training(st, split=config.split, selection=config.selection, sample=config.sample,
                              use_strong=config.use_strong)
-        class_names = list(st.class_names)
-        val_idx = validation_indices(st, config.val_split, config.val_limit) if config.val_split in st.split_names() \
-            else np.empty(0, np.int64)
-        ids_digest = _ids_digest(st.ids)
+        val_idx = (validation_indices(st, config.val_split, config.val_limit) if config.val_split in st.split_names()
+                   else np.empty(0, np.int64))
         max_side = int(max(st.heights[plan.indices].max(), st.widths[plan.indices].max()))
+        view = _StoreView(plan, list(st.class_names), val_idx, _ids_digest(st.ids))
     if config.batch_size > plan.counts["kept"]:
         raise InputError(f"--batch-size {config.batch_size} is larger than the {plan.counts['kept']} images the selection "
                          "keeps; lower --batch-size or keep more images (a lower tau)")
@@ -248,172 +258,205 @@ def _retrain(config: RetrainConfig, device: torch.device, info: ddp.DistInfo, st
     if config.crop > max_side * config.scale_max:
         log.warning("--crop %d is larger than every scaled training image (largest side %d x %.2f): crops are padded "
                     "with the mean and label 255, as DeepLab does", config.crop, max_side, config.scale_max)
+    return view
 
-    recipe = {**config.recipe(info.world), "store_ids": ids_digest}
-    recipe = json.loads(json.dumps(recipe))
-    frozen = config.freeze_bn if config.freeze_bn is not None else config.backbone_weights != "none"
-    model_cfg = SALNetConfig(backbone=config.backbone, num_classes=len(class_names) - 1, attention=config.attention,
-                             freeze_bn=frozen)
-    start_iter = 0
-    payload = None
-    if config.resume:
-        if not ckpt_path.exists():
-            raise InputError(f"{ckpt_path}: no checkpoint to resume from; drop --resume to start training")
-        payload = read_model_file(ckpt_path)
-        if payload.get("recipe") != recipe:
-            diff = sorted(k for k in set(recipe) | set(payload.get("recipe") or {})
-                          if recipe.get(k) != (payload.get("recipe") or {}).get(k))
-            raise InputError(f"{ckpt_path}: the run was made with other settings ({', '.join(diff)} differ); resume "
-                             "with the same options, or choose another -o folder to start anew")
-        start_iter = int(payload["iteration"])
-    elif info.main and ckpt_path.exists():
-        raise InputError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, or choose another -o folder")
 
-    torch.manual_seed(config.seed)
-    weights = "none" if payload is not None else config.backbone_weights
-    model = SALNet(model_cfg, backbone_weights=weights)
-    if payload is not None:
-        model.load_state_dict(payload["state_dict"])
-    amp = config.amp if config.amp is not None else device.type == "cuda"
-    if amp and device.type == "cpu":
-        log.info("bf16 autocast on the CPU")
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    backbone_params, head_params = model.parameter_groups()
-    opt = torch.optim.SGD([{"params": backbone_params, "lr": config.lr, "mult": 1.0},
-                           {"params": head_params, "lr": config.lr * config.head_lr_mult, "mult": config.head_lr_mult}],
-                          lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if payload is not None:
-        opt.load_state_dict(payload["optimizer"])
-    net: torch.nn.Module = model
-    if info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
-    fwd: Any = torch.compile(net) if config.compile else net
+def _read_checkpoint(config: RetrainConfig, recipe: dict[str, Any], info: ddp.DistInfo) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None for a new run); refuses one made with other settings."""
+    out = Path(config.output)
+    ckpt_path = out / "checkpoint.pt"
+    if not config.resume:
+        if info.main and ckpt_path.exists():
+            raise InputError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, "
+                             "or choose another -o folder")
+        return None
+    if not ckpt_path.exists():
+        raise InputError(f"{ckpt_path}: no checkpoint to resume from; drop --resume to start training")
+    payload = read_model_file(ckpt_path)
+    saved = payload.get("recipe") or {}
+    if saved != recipe:
+        diff = sorted(k for k in set(recipe) | set(saved) if recipe.get(k) != saved.get(k))
+        raise InputError(f"{ckpt_path}: the run was made with other settings ({', '.join(diff)} differ); resume "
+                         "with the same options, or choose another -o folder to start anew")
+    return payload
 
-    aug = Augment(crop=config.crop, scale_min=config.scale_min, scale_max=config.scale_max, flip=config.flip)
-    dataset = RetrainSet(config.store, plan, aug, seed=config.seed, rank=info.rank)
-    sampler = StreamSampler(len(plan), seed=config.seed, rank=info.rank, world=info.world,
-                            start=start_iter * config.batch_size)
-    loader = DataLoader(dataset, sampler=sampler, batch_size=config.batch_size, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False)
-    val_loader = DataLoader(EvalSet(config.store, val_idx[info.rank::info.world]), batch_size=1,
-                            num_workers=min(config.workers, 1))
 
-    resolved = json.loads(json.dumps(dataclasses.asdict(config)))
-    resolved.update(world_size=info.world, device_used=str(device.type), amp_used=amp, channels_last_used=channels_last,
-                    bn_frozen=model.bn_frozen)
-    tb = None
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"retrain": resolved, "model": model_cfg.to_dict(),
-                                                     "counts": plan.counts, "class_names": class_names}, indent=2) + "\n")
-        tb = _tensorboard(out, config.tensorboard)
-        if on_start:
-            on_start({"start": start_iter, "max_iter": config.max_iter, "counts": plan.counts,
-                      "validation_images": int(len(val_idx)), "device": str(device), "world_size": info.world})
+class _Trainer:
+    """One run's state: model, optimizer, loaders, logs; :meth:`run` is the training loop."""
 
-    def write_log(entry: dict[str, Any]) -> None:
-        with log_path.open("a", encoding="utf-8") as fh:
+    def __init__(self, config: RetrainConfig, device: torch.device, info: ddp.DistInfo, started: float,
+                 progress: Callable[[Progress], None] | None,
+                 on_validation: Callable[[int, dict[str, Any]], None] | None) -> None:
+        assert config.max_iter is not None and config.lr is not None
+        self.config, self.device, self.info, self.started = config, device, info, started
+        self.progress, self.on_validation = progress, on_validation
+        out = Path(config.output)
+        self.out, self.ckpt_path, self.model_path, self.log_path = (out, out / "checkpoint.pt", out / "model.pt",
+                                                                    out / "log.jsonl")
+        self.data = _read_store(config)
+        self.recipe = json.loads(json.dumps({**config.recipe(info.world), "store_ids": self.data.ids_digest}))
+        payload = _read_checkpoint(config, self.recipe, info)
+        self.start_iter = int(payload["iteration"]) if payload is not None else 0
+        self.last_metrics: dict[str, Any] = dict(payload.get("metrics") or {}) if payload is not None else {}
+
+        frozen = config.freeze_bn if config.freeze_bn is not None else config.backbone_weights != "none"
+        self.model_cfg = SALNetConfig(backbone=config.backbone, num_classes=len(self.data.class_names) - 1,
+                                      attention=config.attention, freeze_bn=frozen)
+        torch.manual_seed(config.seed)
+        self.model = SALNet(self.model_cfg, backbone_weights="none" if payload is not None else config.backbone_weights)
+        if payload is not None:
+            self.model.load_state_dict(payload["state_dict"])
+        self.amp = config.amp if config.amp is not None else device.type == "cuda"
+        self.channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+        self.model.to(device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        backbone_params, head_params = self.model.parameter_groups()
+        self.opt = torch.optim.SGD(
+            [{"params": backbone_params, "lr": config.lr, "mult": 1.0},
+             {"params": head_params, "lr": config.lr * config.head_lr_mult, "mult": config.head_lr_mult}],
+            lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        if payload is not None:
+            self.opt.load_state_dict(payload["optimizer"])
+        net: torch.nn.Module = self.model
+        if info.enabled:
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+        self.fwd: Any = torch.compile(net) if config.compile else net
+
+        aug = Augment(crop=config.crop, scale_min=config.scale_min, scale_max=config.scale_max, flip=config.flip)
+        sampler = StreamSampler(len(self.data.plan), seed=config.seed, rank=info.rank, world=info.world,
+                                start=self.start_iter * config.batch_size)
+        self.loader = DataLoader(RetrainSet(config.store, self.data.plan, aug, seed=config.seed, rank=info.rank),
+                                 sampler=sampler, batch_size=config.batch_size, num_workers=config.workers,
+                                 pin_memory=device.type == "cuda", drop_last=True)
+        self.val_loader = DataLoader(EvalSet(config.store, self.data.val_idx[info.rank::info.world]), batch_size=1,
+                                     num_workers=min(config.workers, 1))
+        self.resolved = json.loads(json.dumps(dataclasses.asdict(config)))
+        self.resolved.update(world_size=info.world, device_used=str(device.type), amp_used=self.amp,
+                             channels_last_used=self.channels_last, bn_frozen=self.model.bn_frozen)
+        self.tb: Any = None
+
+    # -- files (rank 0) -------------------------------------------------------------------
+    def start_files(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(
+            {"retrain": self.resolved, "model": self.model_cfg.to_dict(), "counts": self.data.plan.counts,
+             "class_names": self.data.class_names}, indent=2) + "\n")
+        self.tb = _tensorboard(self.out, self.config.tensorboard)
+
+    def write_log(self, entry: dict[str, Any]) -> None:
+        with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
-        if tb is not None:
+        if self.tb is not None:
             for k, v in entry.items():
-                if k != "iteration" and isinstance(v, (int, float)) and v is not None:
-                    tb.add_scalar(k, v, entry["iteration"])
+                if k != "iteration" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, entry["iteration"])
 
-    def save(iteration: int, final: bool = False, interrupted: bool = False) -> None:
-        if not info.main:
+    def save(self, iteration: int, *, final: bool = False, interrupted: bool = False) -> None:
+        if not self.info.main:
             return
-        extra = {"iteration": iteration, "recipe": recipe, "retrain": resolved, "optimizer": opt.state_dict(),
-                 "interrupted": interrupted, "metrics": last_metrics}
-        save_model(ckpt_path, model, class_names=class_names, extra=extra)
+        names = self.data.class_names
+        save_model(self.ckpt_path, self.model, class_names=names, extra={
+            "iteration": iteration, "recipe": self.recipe, "retrain": self.resolved, "optimizer": self.opt.state_dict(),
+            "interrupted": interrupted, "metrics": self.last_metrics})
         if final:
-            save_model(model_path, model, class_names=class_names,
-                       extra={"iteration": iteration, "retrain": resolved, "metrics": last_metrics})
+            save_model(self.model_path, self.model, class_names=names,
+                       extra={"iteration": iteration, "retrain": self.resolved, "metrics": self.last_metrics})
 
-    def validate(iteration: int) -> dict[str, Any] | None:
-        if len(val_idx) == 0:
+    # -- work -------------------------------------------------------------------------------
+    def validate(self, iteration: int) -> dict[str, Any] | None:
+        if len(self.data.val_idx) == 0:
             return None
         # the bare model: a DDP forward would wait for ranks that hold fewer validation images
-        cm = _eval_confusion(model, val_loader, len(class_names), device, amp, info)
+        cm = _eval_confusion(self.model, self.val_loader, len(self.data.class_names), self.device, self.amp, self.info)
         metrics = _validation_metrics(cm)
-        if info.main:
-            write_log({"iteration": iteration, "val_miou": metrics["val_miou"],
-                       "val_pixel_accuracy": metrics["val_pixel_accuracy"], "val_images": int(len(val_idx))})
-            if on_validation:
-                on_validation(iteration, metrics)
+        if self.info.main:
+            self.write_log({"iteration": iteration, "val_miou": metrics["val_miou"],
+                            "val_pixel_accuracy": metrics["val_pixel_accuracy"], "val_images": len(self.data.val_idx)})
+            if self.on_validation:
+                self.on_validation(iteration, metrics)
         return metrics
 
-    last_metrics: dict[str, Any] = dict(payload.get("metrics") or {}) if payload is not None else {}
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    window_n, window_t = 0, time.time()
-    iteration = start_iter
-    validation = None
-    fwd.train()
-    try:
-        batches = iter(loader)
-        while iteration < config.max_iter:
-            x, y, w, tags, has_tags = next(batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            w, tags, has_tags = w.to(device), tags.to(device), has_tags.to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = poly_lr(config.lr, iteration, config.max_iter, config.power)
-            for g in opt.param_groups:
-                g["lr"] = lr * g["mult"]
-            torch.manual_seed(config.seed * 1_000_003 + iteration * info.world + info.rank)  # dropout, exact on resume
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                o = fwd(x)
-            attended = F.interpolate(o.attended.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
-            loss, l_sel, l_att = sal_loss(attended, o.classification, y, w, tags, lam=config.lam,
-                                          form=config.attention_loss, tag_mask=has_tags)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            iteration += 1
-            sums += torch.stack([loss.detach(), l_sel.detach(), l_att.detach()]).double()
-            window_n += 1
-            if iteration % config.log_every == 0 or iteration == config.max_iter:
-                total = ddp.all_reduce_sum(sums.clone(), info) / (window_n * info.world)
-                now = time.time()
-                loss_v, sel_v, att_v = (float(v) for v in total.cpu())
-                if not math.isfinite(loss_v):
-                    raise SalcurateError(f"the loss became {loss_v} at iteration {iteration}; lower --lr "
-                                         f"(now {config.lr}) or check the data")
-                last_metrics = {"iteration": iteration, "loss": loss_v, "loss_sel": sel_v, "loss_atten": att_v,
-                                "lr": lr, "iterations_per_s": window_n / max(now - window_t, 1e-9)}
-                if info.main:
-                    write_log(last_metrics)
-                sums.zero_()
-                window_n, window_t = 0, now
-            if progress and info.main:
-                progress(Progress(iteration, config.max_iter, lr, last_metrics))
-            if config.val_every and iteration % config.val_every == 0 and iteration < config.max_iter:
-                validation = validate(iteration)
-            if iteration % config.checkpoint_every == 0 and iteration < config.max_iter:
-                save(iteration)
-    except KeyboardInterrupt:
-        save(iteration, interrupted=True)
-        raise SalcurateError(f"interrupted at iteration {iteration}; checkpoint saved to {ckpt_path}: "
-                             "continue with --resume") from None
-    validation = validate(iteration)
-    if validation is not None:
-        last_metrics = {**last_metrics, "val_miou": validation["val_miou"],
-                        "val_pixel_accuracy": validation["val_pixel_accuracy"]}
-    save(iteration, final=True)
-    if tb is not None:
-        tb.close()
-    if info.main:
-        with store_mod.transaction(config.store, command=COMMAND, config=resolved, started=started):
-            pass
-    ddp.barrier(info)
-    return RetrainResult(output=str(out), model=str(model_path), checkpoint=str(ckpt_path), log=str(log_path),
-                         iterations=iteration, resumed_from=start_iter, final=last_metrics, validation=validation,
-                         counts=plan.counts, config=resolved, seconds=time.time() - started)
+    def step(self, batch: tuple[torch.Tensor, ...], iteration: int) -> tuple[torch.Tensor, float]:
+        """One SGD iteration; returns the detached loss terms (L, L_sel, L_atten) and the learning rate."""
+        c, dev = self.config, self.device
+        x, y, w, tags, has_tags = (t.to(dev, non_blocking=True) for t in batch)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        assert c.lr is not None and c.max_iter is not None
+        lr = poly_lr(c.lr, iteration, c.max_iter, c.power)
+        for g in self.opt.param_groups:
+            g["lr"] = lr * g["mult"]
+        torch.manual_seed(c.seed * 1_000_003 + iteration * self.info.world + self.info.rank)  # dropout, exact on resume
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            o = self.fwd(x)
+        attended = F.interpolate(o.attended.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
+        loss, l_sel, l_att = sal_loss(attended, o.classification, y, w, tags, lam=c.lam, form=c.attention_loss,
+                                      tag_mask=has_tags)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return torch.stack([loss.detach(), l_sel.detach(), l_att.detach()]).double(), lr
+
+    def log_window(self, sums: torch.Tensor, n: int, seconds: float, iteration: int, lr: float) -> None:
+        """Mean loss terms of the last ``n`` iterations over all ranks, into the log."""
+        means = ddp.all_reduce_sum(sums.clone(), self.info) / (n * self.info.world)
+        loss_v, sel_v, att_v = (float(v) for v in means.cpu())
+        if not math.isfinite(loss_v):
+            raise SalcurateError(f"the loss became {loss_v} at iteration {iteration}; lower --lr "
+                                 f"(now {self.config.lr}) or check the data")
+        self.last_metrics = {"iteration": iteration, "loss": loss_v, "loss_sel": sel_v, "loss_atten": att_v, "lr": lr,
+                             "iterations_per_s": n / max(seconds, 1e-9)}
+        if self.info.main:
+            self.write_log(self.last_metrics)
+
+    def run(self) -> RetrainResult:
+        c = self.config
+        assert c.max_iter is not None
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        window_n, window_t = 0, time.time()
+        iteration = self.start_iter
+        self.fwd.train()
+        try:
+            batches = iter(self.loader)
+            while iteration < c.max_iter:
+                terms, lr = self.step(next(batches), iteration)
+                iteration += 1
+                sums += terms
+                window_n += 1
+                if iteration % c.log_every == 0 or iteration == c.max_iter:
+                    now = time.time()
+                    self.log_window(sums, window_n, now - window_t, iteration, lr)
+                    sums.zero_()
+                    window_n, window_t = 0, now
+                if self.progress and self.info.main:
+                    self.progress(Progress(iteration, c.max_iter, lr, self.last_metrics))
+                if c.val_every and iteration % c.val_every == 0 and iteration < c.max_iter:
+                    self.validate(iteration)
+                if iteration % c.checkpoint_every == 0 and iteration < c.max_iter:
+                    self.save(iteration)
+        except KeyboardInterrupt:
+            self.save(iteration, interrupted=True)
+            raise SalcurateError(f"interrupted at iteration {iteration}; checkpoint saved to {self.ckpt_path}: "
+                                 "continue with --resume") from None
+        validation = self.validate(iteration)
+        if validation is not None:
+            self.last_metrics = {**self.last_metrics, "val_miou": validation["val_miou"],
+                                 "val_pixel_accuracy": validation["val_pixel_accuracy"]}
+        self.save(iteration, final=True)
+        if self.tb is not None:
+            self.tb.close()
+        if self.info.main:
+            with store_mod.transaction(c.store, command=COMMAND, config=self.resolved, started=self.started):
+                pass
+        ddp.barrier(self.info)
+        return RetrainResult(output=str(self.out), model=str(self.model_path), checkpoint=str(self.ckpt_path),
+                             log=str(self.log_path), iterations=iteration, resumed_from=self.start_iter,
+                             final=self.last_metrics, validation=validation, counts=self.data.plan.counts,
+                             config=self.resolved, seconds=time.time() - self.started)
 
 
 def _ids_digest(ids: tuple[str, ...]) -> str:
