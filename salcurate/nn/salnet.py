@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -364,10 +364,8 @@ class SALNet(nn.Module):
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, head parameters): the heads learn at 10x the backbone's rate."""
-        trainable = lambda ps: [p for p in ps if p.requires_grad]  # noqa: E731
-        heads: Iterator[nn.Parameter] = iter(self.aspp.parameters())
-        head_params = list(heads) + (list(self.classifier.parameters()) if self.classifier is not None else [])
-        return trainable(self.backbone.parameters()), trainable(head_params)
+        heads = [*self.aspp.parameters(), *(self.classifier.parameters() if self.classifier is not None else ())]
+        return [p for p in self.backbone.parameters() if p.requires_grad], [p for p in heads if p.requires_grad]
 
 
 # ------------------------------------------------------------------------------------------
