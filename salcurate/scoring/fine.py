@@ -28,7 +28,7 @@ from salcurate.nn.scorer import MaskScorer, ScorerConfig, load_checkpoint, save_
 from salcurate.scoring import synthesis
 from salcurate.scoring.synthesis import ScorerTrainingSet, SynthesisConfig, network_input, resize_pair
 from salcurate.validation import spearman
-from salcurate.workarea import config_hash, open_work_area, remove_work_area
+from salcurate.workarea import config_hash, ids_fingerprint, open_work_area, remove_work_area
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def train_scorer(path: str | os.PathLike[str], config: TrainScorerConfig, *,
         table = synthesis.plan_training_set(ac, config.synthesis)
         train_rows, val_rows = synthesis.split_train_val(table, len(st), config.synthesis.val_fraction,
                                                          config.synthesis.seed)
-        store_ids = hashlib.sha256("\0".join(st.ids).encode()).hexdigest()[:16]
+        store_ids = ids_fingerprint(st.ids)
     if len(train_rows) < config.batch_size:
         raise InputError(f"the training set has {len(train_rows)} items, fewer than --batch-size {config.batch_size}; "
                          "lower --batch-size or raise --scale")

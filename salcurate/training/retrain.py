@@ -40,6 +40,7 @@ from salcurate.training import distributed as ddp
 from salcurate.training.data import (Augment, EvalSet, RetrainSet, StreamSampler, TrainingPlan, plan_training,
                                      validation_indices)
 from salcurate.training.losses import ATTENTION_LOSSES, sal_loss
+from salcurate.workarea import ids_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +170,17 @@ class RetrainResult:
 def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
                     amp: bool, info: ddp.DistInfo) -> np.ndarray:
     """Single-scale confusion matrix over this rank's share of the validation images, summed over ranks."""
-    cm = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    from salcurate.evaluation.metrics import confusion_matrix
+
+    cm = np.zeros((num_classes, num_classes), np.int64)
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            probs = model(x).probabilities()  # upsampled as probabilities, as `salcurate evaluate` does
+            probs = model(x.to(device)).probabilities()  # upsampled as probabilities, as `salcurate evaluate` does
             pred = F.interpolate(probs, size=y.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
-            valid = y != 255
-            cm += torch.bincount(y[valid] * num_classes + pred[valid], minlength=num_classes * num_classes)
+            cm += confusion_matrix(pred.cpu().numpy(), y.numpy(), num_classes=num_classes)  # the one implementation
     model.train()
-    return ddp.all_reduce_sum(cm, info).cpu().numpy().reshape(num_classes, num_classes)
+    return ddp.all_reduce_sum(torch.from_numpy(cm).to(device), info).cpu().numpy()
 
 
 def _validation_metrics(cm: np.ndarray) -> dict[str, Any]:
@@ -248,7 +249,7 @@ def _read_store(config: RetrainConfig) -> _StoreView:
         val_idx = (validation_indices(st, config.val_split, config.val_limit) if config.val_split in st.split_names()
                    else np.empty(0, np.int64))
         max_side = int(max(st.heights[plan.indices].max(), st.widths[plan.indices].max()))
-        view = _StoreView(plan, list(st.class_names), val_idx, _ids_digest(st.ids))
+        view = _StoreView(plan, list(st.class_names), val_idx, ids_fingerprint(st.ids))
     if config.batch_size > plan.counts["kept"]:
         raise InputError(f"--batch-size {config.batch_size} is larger than the {plan.counts['kept']} images the selection "
                          "keeps; lower --batch-size or keep more images (a lower tau)")
@@ -457,9 +458,3 @@ class _Trainer:
                              log=str(self.log_path), iterations=iteration, resumed_from=self.start_iter,
                              final=self.last_metrics, validation=validation, counts=self.data.plan.counts,
                              config=self.resolved, seconds=time.time() - self.started)
-
-
-def _ids_digest(ids: tuple[str, ...]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\0".join(ids).encode()).hexdigest()[:16]
