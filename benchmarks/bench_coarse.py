@@ -48,7 +48,7 @@ def bench_crf(store: Path, n: int = 20, repeats: int = 3) -> dict[str, float]:
     import pydensecrf.densecrf as dcrf
 
     from salcurate.scoring.reference import CrfParams, adaptive_threshold, calibrate, crf_refine
-    from salcurate.store import MaskStore
+    from salcurate.data.store import MaskStore
 
     p = CrfParams()
     ours, direct, diffs = [], [], []
@@ -93,7 +93,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     small = out / "small.h5"
     if not small.exists():
-        from salcurate.datasets import ImportConfig, import_dataset
+        from salcurate.data.importing import ImportConfig, import_dataset
 
         voc = args.workdir / "voc"
         import_dataset(ImportConfig(layout="voc", root=str(voc), output=str(small), splits=(f"first{args.small}",),

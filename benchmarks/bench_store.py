@@ -117,7 +117,7 @@ def run_import(root: Path, out: Path, split: str) -> dict[str, float]:
     """Import in a child process so its peak RSS is its own."""
     code = f"""
 import json, resource, sys, time
-from salcurate.datasets import ImportConfig, import_dataset
+from salcurate.data.importing import ImportConfig, import_dataset
 cfg = ImportConfig(layout="voc", root={str(root)!r}, output={str(out)!r}, splits=({split!r},),
                    pseudo_dir={str(root / 'Proxy')!r}, saliency_dir={str(root / 'Saliency')!r},
                    tags_from_gt=True, overwrite=True)
@@ -129,7 +129,7 @@ print(json.dumps({{"n": s.num_imported, "seconds": dt, "peak_rss_mb": resource.g
 
 
 def bench_reads(store_path: Path, repeats: int = 2000) -> dict[str, float]:
-    from salcurate.store import MaskStore
+    from salcurate.data.store import MaskStore
 
     with MaskStore(store_path) as st:
         n = len(st)

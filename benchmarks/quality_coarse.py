@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from salcurate.datasets import ImportConfig, import_dataset
-from salcurate.demo_data import DemoConfig, make_demo_dataset
+from salcurate.data.importing import ImportConfig, import_dataset
+from salcurate.data.demo_data import DemoConfig, make_demo_dataset
 from salcurate.scoring.coarse import CoarseConfig, score_coarse
-from salcurate.store import MaskStore
-from salcurate.validation import auroc, pearson, spearman, true_quality_of_store
+from salcurate.data.store import MaskStore
+from salcurate.selection.validation import auroc, pearson, spearman, true_quality_of_store
 
 VARIANTS: dict[str, CoarseConfig] = {
     "default (store saliency, Otsu, no CRF, b 0.1)": CoarseConfig(),

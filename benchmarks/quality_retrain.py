@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=list(PAPER_RUNS), help="run names (first word) from RUNS")
     ap.add_argument("--out", type=Path, default=Path("bench-out/retrain-quality.json"))
     args = ap.parse_args()
-    from salcurate.selection import SelectConfig, select
+    from salcurate.selection.select import SelectConfig, select
 
     for by in ("sc", "sf"):
         select(args.store, SelectConfig(by=by, tau=0.55, overwrite=True))

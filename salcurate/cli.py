@@ -119,7 +119,7 @@ def main_callback(
 # import
 # --------------------------------------------------------------------------------------
 def _import(layout: str, root: Path, output: Path, **options: Any) -> None:
-    from salcurate.datasets import ImportConfig, import_dataset
+    from salcurate.data.importing import ImportConfig, import_dataset
 
     config = ImportConfig(layout=layout, root=str(root), output=str(output), **options)
     with contextlib.ExitStack() as stack:
@@ -201,8 +201,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show what a store holds: splits, classes, scores, selections, log."""
-    from salcurate.info import store_summary
-    from salcurate.store import MaskStore
+    from salcurate.data.info import store_summary
+    from salcurate.data.store import MaskStore
 
     with MaskStore(store) as st:
         summary = store_summary(st)
@@ -256,7 +256,7 @@ def export(
 ) -> None:
     """Export masks as VOC palette PNGs, a list file and scores."""
     from salcurate.errors import InputError
-    from salcurate.export import ExportConfig, export_store
+    from salcurate.data.export import ExportConfig, export_store
 
     if len(paths) > 2:
         raise InputError(f"expected [STORE] OUT, got {len(paths)} paths; give the store and one output folder")
@@ -319,8 +319,8 @@ def select(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Select masks by score (w = 1 if score >= tau) as a named selection."""
-    from salcurate.selection import SelectConfig
-    from salcurate.selection import select as run
+    from salcurate.selection.select import SelectConfig
+    from salcurate.selection.select import select as run
 
     res = run(store, SelectConfig(by=by, tau=tau, top_k=top_k, min_per_class=min_per_class, name=name,
                                   dry_run=dry_run, overwrite=overwrite, sweep=do_sweep))
@@ -355,8 +355,8 @@ def evaluate_scores(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """How well a score predicts true mask quality (needs ground truth)."""
-    from salcurate.validation import EvaluateScoresConfig
-    from salcurate.validation import evaluate_scores as run
+    from salcurate.selection.validation import EvaluateScoresConfig
+    from salcurate.selection.validation import evaluate_scores as run
 
     config = EvaluateScoresConfig(score=score, plot=_s(plot), bad_below=bad_below)
     with contextlib.ExitStack() as stack:
@@ -518,7 +518,7 @@ def retrain(
 ) -> None:
     """Retrain SAL-Net on selected proxies with the selection and attention losses (Eq. 13-14)."""
     from salcurate.errors import InputError
-    from salcurate.store import MaskStore
+    from salcurate.data.store import MaskStore
     from salcurate.training.distributed import env_info
     from salcurate.training.retrain import RetrainConfig
     from salcurate.training.retrain import retrain as run
@@ -697,7 +697,7 @@ def demo(
 ) -> None:
     """Make the demo dataset and run the whole pipeline on it."""
     from salcurate.demo import demo_commands
-    from salcurate.demo_data import DemoConfig, make_demo_dataset
+    from salcurate.data.demo_data import DemoConfig, make_demo_dataset
     from salcurate.scoring.fine import default_scorer_path
 
     config = DemoConfig(num_images=images, seed=seed)

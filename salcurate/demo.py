@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from salcurate.demo_data import DemoConfig
+from salcurate.data.demo_data import DemoConfig
 
 #: A short scorer training that fits the demo (the paper's full recipe is for a GPU).
 #: A short SAL-Net retraining from random weights (no ImageNet weights ship with salcurate); the

@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny hand-made VOC-layout dataset, a store imported from it, CLI helpers.
 
-Everything here is written byte by byte with numpy + PIL (not with ``salcurate.demo_data``),
+Everything here is written byte by byte with numpy + PIL (not with ``salcurate.data.demo_data``),
 so a test knows exactly which pixels went in and can compare them with what comes out.
 """
 
@@ -174,7 +174,7 @@ def tiny_store(tiny_voc: TinyVoc, tmp_path: Path) -> Path:
 
 def put_selection(path: Path, name: str, weights: Sequence[float]) -> None:
     """Write a selection (one weight per sample) straight into a store."""
-    from salcurate import store as store_mod
+    from salcurate.data import store as store_mod
 
     with store_mod.transaction(path, command="test", config={}) as tx:
         tx.put_selection(name, np.asarray(weights, np.float32), rule={"test": True}, command="test", overwrite=True)
@@ -182,8 +182,8 @@ def put_selection(path: Path, name: str, weights: Sequence[float]) -> None:
 
 def make_demo_store(root: Path, *, num_images: int, size: int, seed: int) -> Path:
     """A demo dataset imported into ``root/masks.h5`` (train and val, saliency, tags)."""
-    from salcurate.datasets import ImportConfig, import_dataset
-    from salcurate.demo_data import DemoConfig, make_demo_dataset
+    from salcurate.data.importing import ImportConfig, import_dataset
+    from salcurate.data.demo_data import DemoConfig, make_demo_dataset
 
     make_demo_dataset(root / "voc", DemoConfig(num_images=num_images, size=size, seed=seed))
     out = root / "masks.h5"

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, voc_args
 from salcurate._version import __version__
 from salcurate.imageio import read_label_png, voc_palette, write_grey_png, write_label_png
-from salcurate.store import MaskStore
+from salcurate.data.store import MaskStore
 
 
 def flat(text: str) -> str:
@@ -343,7 +343,7 @@ def test_export_scores_csv(tiny_voc: TinyVoc, tiny_store: Path, tmp_path: Path) 
 
 
 def test_export_selection_and_score_columns(tiny_voc: TinyVoc, tiny_store: Path, tmp_path: Path) -> None:
-    from salcurate.store import transaction
+    from salcurate.data.store import transaction
 
     with transaction(tiny_store, command="test", config={}) as tx:
         tx.put_scores({"quality": np.array([0.5, np.nan, 1.0, 2.0, 3.0, 4.0])}, config={}, command="test")

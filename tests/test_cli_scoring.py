@@ -18,9 +18,9 @@ from typer.testing import Result
 from conftest import (NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_args)
 from salcurate.scoring import metrics
 from salcurate.scoring.reference import reference_mask
-from salcurate.selection import PAPER_TAUS, select_weights, sweep
-from salcurate.store import MaskStore
-from salcurate.workarea import config_hash
+from salcurate.selection.select import PAPER_TAUS, select_weights, sweep
+from salcurate.data.store import MaskStore
+from salcurate.data.workarea import config_hash
 
 COLUMNS = ("f1", "f", "ac", "cd", "sc")
 SUFFIXED = re.compile(r"^sc@[0-9a-f]{6}$")

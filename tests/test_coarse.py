@@ -16,7 +16,7 @@ import pytest
 from conftest import make_demo_store
 from salcurate.scoring import metrics, reference
 from salcurate.scoring.coarse import COLUMNS, CoarseConfig, score_arrays, score_coarse
-from salcurate.store import MaskStore
+from salcurate.data.store import MaskStore
 
 
 @pytest.fixture(scope="module")

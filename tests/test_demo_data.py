@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo data set (salcurate.demo_data)."""
+"""Tests of the synthetic demo data set (salcurate.data.demo_data)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from salcurate.demo_data import (
+from salcurate.data.demo_data import (
     CLASS_NAMES,
     MARKER_NAME,
     PROXY_FAULTS,

@@ -15,7 +15,7 @@ from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.scorer import load_checkpoint
 from salcurate.scoring.fine import ScoreFineConfig, TrainScorerConfig, score_fine, train_scorer
 from salcurate.scoring.synthesis import SynthesisConfig
-from salcurate.store import MaskStore
+from salcurate.data.store import MaskStore
 
 TINY = dict(input_size=32, width=8, channels=12, hidden=6, batch_size=8, lr=1e-3, workers=0,
             synthesis=SynthesisConfig(scale=2))

@@ -130,7 +130,7 @@ def _cli_commands() -> set[str]:
 
 def _demo_has_report_step(folder: Path) -> bool:
     from salcurate.demo import demo_commands
-    from salcurate.demo_data import DemoConfig
+    from salcurate.data.demo_data import DemoConfig
 
     return any(argv[:1] == ["report"] for argv in demo_commands(folder, DemoConfig(num_images=48)))
 

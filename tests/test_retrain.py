@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import assert_ok, file_digest, invoke, put_selection
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.salnet import load_model, read_model_file
 from salcurate.training.retrain import PROTOCOLS, RetrainConfig, poly_lr, retrain

@@ -11,7 +11,7 @@ import torch
 
 from conftest import put_selection
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError
 from salcurate.training.data import Augment, StreamSampler, augment, plan_training, validation_indices
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from salcurate.cli import app
 from salcurate.imageio import read_label_png, write_grey_png, write_label_png
-from salcurate.store import MaskStore
+from salcurate.data.store import MaskStore
 
 
 def _voc_layout(root: Path) -> dict[str, dict[str, object]]:

@@ -1,4 +1,4 @@
-"""Pure selection functions of ``salcurate.selection`` (SAL Eq. 9: w_i = 1 if score_i >= tau)."""
+"""Pure selection functions of ``salcurate.selection.select`` (SAL Eq. 9: w_i = 1 if score_i >= tau)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from salcurate.errors import InputError, SalcurateError
-from salcurate.selection import PAPER_TAUS, SelectConfig, per_class_counts, select_weights, sweep
+from salcurate.selection.select import PAPER_TAUS, SelectConfig, per_class_counts, select_weights, sweep
 
 NAN = float("nan")
 

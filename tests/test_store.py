@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from salcurate import store
+from salcurate.data import store
 from salcurate.errors import StoreError
-from salcurate.store import MaskStore, SampleRecord
+from salcurate.data.store import MaskStore, SampleRecord
 
 CLASSES = ("background", "cat", "dog", "fish")
 

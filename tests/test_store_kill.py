@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from salcurate import store
-from salcurate.store import MaskStore
+from salcurate.data import store
+from salcurate.data.store import MaskStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_store import build, make_records  # noqa: E402
@@ -31,7 +31,7 @@ CHILD = textwrap.dedent(
     """
     import sys, numpy as np
     sys.path.insert(0, {tests!r})
-    from salcurate import store
+    from salcurate.data import store
     from test_store import make_records
     path = {path!r}
     def expected(k, n):

@@ -101,7 +101,7 @@ def test_network_input_layout() -> None:
 
 
 def test_training_set_builds_items_lazily_and_deterministically(tmp_path, demo_scored_store) -> None:  # type: ignore[no-untyped-def]
-    from salcurate.store import MaskStore
+    from salcurate.data.store import MaskStore
 
     path = demo_scored_store
     with MaskStore(path) as st:

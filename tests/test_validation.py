@@ -1,4 +1,4 @@
-"""``salcurate.validation``: correlations, AUROC, kept quality and ``evaluate_scores`` on a store."""
+"""``salcurate.selection.validation``: correlations, AUROC, kept quality and ``evaluate_scores`` on a store."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from scipy import stats
 from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, voc_args
 from salcurate.errors import InputError, StoreError
 from salcurate.scoring.metrics import proxy_miou, true_quality
-from salcurate.selection import PAPER_TAUS
-from salcurate.store import MaskStore
-from salcurate.validation import (EvaluateScoresConfig, auroc, evaluate_scores, kept_quality, pearson, spearman,
+from salcurate.selection.select import PAPER_TAUS
+from salcurate.data.store import MaskStore
+from salcurate.selection.validation import (EvaluateScoresConfig, auroc, evaluate_scores, kept_quality, pearson, spearman,
                                   true_quality_of_store)
 
 NAN = float("nan")

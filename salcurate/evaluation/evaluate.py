@@ -30,7 +30,7 @@ import numpy as np
 
 from salcurate.errors import InputError, StoreError
 from salcurate.evaluation.inference import CRF_MISSING, InferenceConfig, crf_available, crf_segmentation
-from salcurate.evaluation.metrics import (confusion_matrix, iou_from_confusion, mean_accuracy, mean_iou, paper_labels,
+from salcurate.segmentation_metrics import (confusion_matrix, iou_from_confusion, mean_accuracy, mean_iou, paper_labels,
                                           paper_order, pixel_accuracy)
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ def evaluate_store(config: EvaluateConfig, *, on_start: Callable[[int], None] | 
     """
     from salcurate.imageio import write_label_png
     from salcurate.nn.device import resolve_device
-    from salcurate.store import MaskStore
+    from salcurate.data.store import MaskStore
 
     config = _check_evaluate(config)
     settings = settings_for(multiscale=config.multiscale, flip=config.inference.flip, crf=config.crf,

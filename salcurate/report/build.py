@@ -26,9 +26,9 @@ from PIL import Image
 from salcurate._version import __version__
 from salcurate.errors import InputError
 from salcurate.imageio import decode_image, voc_palette
-from salcurate.info import store_summary
+from salcurate.data.info import store_summary
 from salcurate.report import data
-from salcurate.store import MaskStore, utc_now
+from salcurate.data.store import MaskStore, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def write_report(config: ReportConfig, *, progress: Callable[[int], None] | None = None,
                  on_start: Callable[[int], None] | None = None) -> ReportSummary:
     """Write the report folder for a store; see the module docstring."""
-    from salcurate.validation import true_quality_of_store
+    from salcurate.selection.validation import true_quality_of_store
 
     started = time.time()
     out = Path(config.out)

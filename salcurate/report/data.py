@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from salcurate.selection import per_class_counts
-from salcurate.validation import pearson, spearman
+from salcurate.selection.select import per_class_counts
+from salcurate.selection.validation import pearson, spearman
 
 #: Score columns the report shows, in pipeline order, with what each is.
 SCORE_LABELS: dict[str, str] = {

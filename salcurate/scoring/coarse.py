@@ -10,7 +10,7 @@ For each sample with a proxy annotation G (SAL Section III-B1):
 
 Stored as score columns ``f1``, ``f``, ``ac``, ``cd``, ``sc`` and map kind ``reference`` (H).
 Work runs in worker processes that read the store themselves; results go to a work area
-(``salcurate.workarea``) so that a killed run resumes, and reach the store in one transaction.
+(``salcurate.data.workarea``) so that a killed run resumes, and reach the store in one transaction.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError, StoreError
 from salcurate.scoring import metrics
-from salcurate.workarea import config_hash, open_work_area, remove_work_area
+from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError, SalcurateError, StoreError
 from salcurate.nn.device import resolve_device
 from salcurate.nn.scorer import MaskScorer, ScorerConfig, load_checkpoint, save_checkpoint
 from salcurate.scoring import synthesis
 from salcurate.scoring.synthesis import ScorerTrainingSet, SynthesisConfig, network_input, resize_pair
-from salcurate.validation import spearman
-from salcurate.workarea import config_hash, ids_fingerprint, open_work_area, remove_work_area
+from salcurate.selection.validation import spearman
+from salcurate.data.workarea import config_hash, ids_fingerprint, open_work_area, remove_work_area
 
 log = logging.getLogger(__name__)
 

@@ -225,7 +225,7 @@ class ScorerTrainingSet:
         return {**self.__dict__, "_store": None}
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from salcurate.store import MaskStore
+        from salcurate.data.store import MaskStore
 
         if self._store is None:
             self._store = MaskStore(self.store_path)

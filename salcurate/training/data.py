@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError
 from salcurate.nn.salnet import preprocess
 from salcurate.training.losses import IGNORE_INDEX

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.device import resolve_device
 from salcurate.nn.salnet import BACKBONES, SALNet, SALNetConfig, read_model_file, save_model
@@ -40,7 +40,7 @@ from salcurate.training import distributed as ddp
 from salcurate.training.data import (Augment, EvalSet, RetrainSet, StreamSampler, TrainingPlan, plan_training,
                                      validation_indices)
 from salcurate.training.losses import ATTENTION_LOSSES, sal_loss
-from salcurate.workarea import ids_fingerprint
+from salcurate.data.workarea import ids_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class RetrainResult:
 def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
                     amp: bool, info: ddp.DistInfo) -> np.ndarray:
     """Single-scale confusion matrix over this rank's share of the validation images, summed over ranks."""
-    from salcurate.evaluation.metrics import confusion_matrix
+    from salcurate.segmentation_metrics import confusion_matrix
 
     cm = np.zeros((num_classes, num_classes), np.int64)
     model.eval()
@@ -184,7 +184,7 @@ def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int
 
 
 def _validation_metrics(cm: np.ndarray) -> dict[str, Any]:
-    from salcurate.evaluation.metrics import iou_from_confusion, mean_iou, pixel_accuracy
+    from salcurate.segmentation_metrics import iou_from_confusion, mean_iou, pixel_accuracy
 
     iou = iou_from_confusion(cm)
     return {"val_miou": mean_iou(cm), "val_pixel_accuracy": pixel_accuracy(cm),

@@ -1,6 +1,6 @@
 """What a store holds: counts, class frequencies, scores, selections and the run log.
 
-Pure summaries over :class:`~salcurate.store.MaskStore` reads; the CLI renders them.
+Pure summaries over :class:`~salcurate.data.store.MaskStore` reads; the CLI renders them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from salcurate.store import LABEL_KINDS, MAP_KINDS, MaskStore
+from salcurate.data.store import LABEL_KINDS, MAP_KINDS, MaskStore
 
 
 def column_summary(values: np.ndarray) -> dict[str, Any]:

@@ -12,7 +12,7 @@ Durability model (nothing is lost, ``kill -9`` included):
   flushed, fsynced and atomically renamed over the original.  A reader never sees a half-made
   change, and a killed writer leaves the original untouched.
 * Long resumable computations keep their partial results outside the store, in a work area
-  (``salcurate.workarea``), and commit complete results in one transaction.
+  (``salcurate.data.workarea``), and commit complete results in one transaction.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError, StoreError
 from salcurate.scoring.metrics import proxy_miou, true_quality
-from salcurate.selection import PAPER_TAUS
+from salcurate.selection.select import PAPER_TAUS
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from salcurate import store as store_mod
+from salcurate.data import store as store_mod
 from salcurate.errors import InputError, StoreError
 
 #: The taus of the paper's Table IV (its NoS row is the number of masks each keeps).

@@ -4,7 +4,7 @@ A command such as ``score-coarse`` writes per-sample results into memory-mapped 
 folder beside the store (``.masks.h5.work/<command>-<config hash>/``), and marks a sample done
 only after its results are flushed.  Killed and run again with the same config, it finds the
 work area, skips the done samples and continues; the store itself receives the complete
-results in one transaction at the end (see ``salcurate.store.transaction``), after which the
+results in one transaction at the end (see ``salcurate.data.store.transaction``), after which the
 work area is deleted.  The store is never open for writing while the work runs, so a kill can
 not damage it.
 """

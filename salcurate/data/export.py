@@ -16,7 +16,7 @@ import numpy as np
 
 from salcurate.errors import InputError
 from salcurate.imageio import encode_label_png
-from salcurate.store import LABEL_KINDS, MaskStore, utc_now
+from salcurate.data.store import LABEL_KINDS, MaskStore, utc_now
 
 log = logging.getLogger(__name__)
 
