@@ -25,7 +25,8 @@ from salcurate.data.importing import ImportConfig, import_dataset
 from salcurate.data.demo_data import DemoConfig, make_demo_dataset
 from salcurate.scoring.coarse import CoarseConfig, score_coarse
 from salcurate.data.store import MaskStore
-from salcurate.selection.validation import auroc, pearson, spearman, true_quality_of_store
+from salcurate.selection.validation import true_quality_of_store
+from salcurate.stats import auroc, pearson, spearman
 
 VARIANTS: dict[str, CoarseConfig] = {
     "default (store saliency, Otsu, no CRF, b 0.1)": CoarseConfig(),

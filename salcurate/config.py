@@ -68,6 +68,16 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | N
     return dataclasses.field(default=default, metadata=meta)
 
 
+#: The store every command reads when none is named: ``masks.h5`` in the current folder.
+DEFAULT_STORE = "masks.h5"
+
+
+def store_setting() -> Any:
+    """The ``store`` setting that every command over a store declares (the CLI's first argument)."""
+    return setting(DEFAULT_STORE, "The mask store (default: masks.h5 in the current folder).", argument=True,
+                   metavar="STORE")
+
+
 @dataclasses.dataclass(frozen=True)
 class FieldInfo:
     """One leaf setting of a (possibly nested) config: where it sits and how it is typed."""

@@ -27,6 +27,23 @@ VOC_CLASS_NAMES: tuple[str, ...] = (
 )
 
 
+def describe_array(array: object) -> str:
+    """``"float64 array of shape (8, 8)"``, or the type's name for what is not an array (for errors)."""
+    if isinstance(array, np.ndarray):
+        return f"{array.dtype} array of shape {array.shape}"
+    return type(array).__name__
+
+
+def check_image(image: object, what: str = "image", *, min_side: int = 1) -> np.ndarray:
+    """The one check of an RGB image given to salcurate's functions: ``(H, W, 3)`` uint8, H, W >= min_side."""
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and min(image.shape[:2]) >= min_side):
+        raise InputError(f"expected the {what} as an (H, W, 3) uint8 RGB array (H, W >= {min_side}), got "
+                         f"{describe_array(image)}; decode it with salcurate.imageio.decode_image, or convert it "
+                         "with numpy (rgb[..., :3].astype(np.uint8))")
+    return image
+
+
 def voc_palette() -> np.ndarray:
     """The PASCAL VOC colour map: ``(256, 3)`` uint8, index 255 is (224, 224, 192)."""
     palette = np.zeros((256, 3), dtype=np.uint8)

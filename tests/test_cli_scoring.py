@@ -18,7 +18,8 @@ from typer.testing import Result
 from conftest import (NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_args)
 from salcurate.scoring import metrics
 from salcurate.scoring.reference import reference_mask
-from salcurate.selection.select import PAPER_TAUS, select_weights, sweep
+from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
+from salcurate.selection.select import select_weights, sweep
 from salcurate.data.store import MaskStore
 from salcurate.data.workarea import config_hash
 

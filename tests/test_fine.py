@@ -13,7 +13,8 @@ import torch
 from conftest import file_digest, invoke
 from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.scorer import load_checkpoint
-from salcurate.scoring.fine import ScoreFineConfig, TrainScorerConfig, score_fine, train_scorer
+from salcurate.scoring.fine import ScoreFineConfig, score_fine
+from salcurate.training.scorer import TrainScorerConfig, train_scorer
 from salcurate.scoring.synthesis import SynthesisConfig
 from salcurate.data.store import MaskStore
 

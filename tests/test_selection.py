@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from salcurate.errors import InputError, SalcurateError
-from salcurate.selection.select import PAPER_TAUS, SelectConfig, per_class_counts, select_weights, sweep
+from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
+from salcurate.selection.select import SelectConfig, per_class_counts, select_weights, sweep
 
 NAN = float("nan")
 

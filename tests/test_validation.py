@@ -18,10 +18,10 @@ from scipy import stats
 from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, voc_args
 from salcurate.errors import InputError, StoreError
 from salcurate.scoring.metrics import proxy_miou, true_quality
-from salcurate.selection.select import PAPER_TAUS
+from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
 from salcurate.data.store import MaskStore
-from salcurate.selection.validation import (EvaluateScoresConfig, auroc, evaluate_scores, kept_quality, pearson, spearman,
-                                  true_quality_of_store)
+from salcurate.selection.validation import EvaluateScoresConfig, evaluate_scores, kept_quality, true_quality_of_store
+from salcurate.stats import auroc, pearson, spearman
 
 NAN = float("nan")
 

@@ -1,13 +1,13 @@
 """The ``salcurate`` command line: one thin wrapper per command, one module per pipeline stage.
 
 ``core`` holds the app, the error line, the progress display and the options derived from
-config dataclasses; ``data``, ``scoring``, ``training``, ``evaluation`` register the commands of
+config dataclasses; ``data``, ``scoring`` (with selection), ``training``, ``evaluation``, ``report`` register the commands of
 their stages.  Only this package prints, exits and owns progress bars.
 """
 
 from __future__ import annotations
 
-from salcurate.cli import data, evaluation, scoring, training  # noqa: F401  (registers the commands)
+from salcurate.cli import data, evaluation, report, scoring, training  # noqa: F401  (registers the commands)
 from salcurate.cli.core import app
 
 

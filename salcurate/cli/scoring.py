@@ -11,8 +11,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-
-from salcurate.cli.core import LazyBar, _RateColumn, app, command, err, import_app, out, progress_bar  # noqa: F401
+from salcurate.cli.core import (  # noqa: F401
+    LazyBar,
+    _RateColumn,
+    app,
+    command,
+    config_command,
+    err,
+    import_app,
+    out,
+    progress_bar,
+)
+from salcurate.selection.select import SelectConfig
 
 DEFAULT_STORE = Path("masks.h5")
 StoreArg = Annotated[Path, typer.Argument(help="The mask store (default: masks.h5 in the current folder).")]
@@ -60,27 +70,14 @@ def score_coarse(
               + ("" if summary.mean_sc is None else f"; mean {summary.columns['sc']} {summary.mean_sc:.3f}"))
 
 
-@app.command("select")
-@command
-def select(
-    store: StoreArg = DEFAULT_STORE,
-    tau: Annotated[Optional[float], typer.Option("--tau", help="Keep masks whose score >= tau (Eq. 9).")] = None,
-    by: Annotated[str, typer.Option("--by", help="Score column: sf (fine), sc (coarse) or any other.")] = "sf",
-    name: Annotated[Optional[str], typer.Option("--name", help="Selection name (default from score and tau).")] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Keep at most the K best masks.")] = None,
-    min_per_class: Annotated[int, typer.Option("--min-per-class", help="Keep at least K images per class (by tags).")] = 0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be kept; write nothing.")] = False,
-    do_sweep: Annotated[bool, typer.Option("--sweep", help="Show NoS for the paper's taus (Table IV).")] = False,
-    overwrite: OverwriteOpt = False,
-) -> None:
+@config_command(app, "select", SelectConfig)
+def select(config: SelectConfig) -> None:
     """Select masks by score (w = 1 if score >= tau) as a named selection."""
-    from salcurate.selection.select import SelectConfig
-    from salcurate.selection.select import select as run
+    from salcurate.selection.select import run
 
-    res = run(store, SelectConfig(by=by, tau=tau, top_k=top_k, min_per_class=min_per_class, name=name,
-                                  dry_run=dry_run, overwrite=overwrite, sweep=do_sweep))
+    res = run(config)
     if res.sweep is not None:
-        t = Table(title=f"masks kept by {escape(by)} >= tau (NoS, the paper's Table IV row)")
+        t = Table(title=f"masks kept by {escape(config.by)} >= tau (NoS, the paper's Table IV row)")
         t.add_column("tau", justify="right")
         t.add_column("NoS", justify="right")
         for c in res.class_names[1:]:
@@ -88,7 +85,7 @@ def select(
         for row in res.sweep:
             t.add_row(f"{row['tau']:g}", str(row["kept"]), *map(str, row["per_class"]))
         out.print(t)
-    if tau is None and top_k is None:
+    if config.tau is None and config.top_k is None:
         return
     t = Table(title="images per class (by tags)")
     for col in ("class", "scored", "kept"):

@@ -56,8 +56,8 @@ def train_scorer(
 ) -> None:
     """Train the fine scorer (Table I) on synthesized samples (L2, Eq. 6)."""
     from salcurate.errors import InputError
-    from salcurate.scoring.fine import TrainScorerConfig
-    from salcurate.scoring.fine import train_scorer as run
+    from salcurate.training.scorer import TrainScorerConfig
+    from salcurate.training.scorer import train_scorer as run
     from salcurate.scoring.synthesis import SynthesisConfig
 
     try:

@@ -22,6 +22,7 @@ import numpy as np
 
 from salcurate.crf import CRF_INSTALL, crf_available, dense_crf  # noqa: F401 (crf_available re-exported)
 from salcurate.errors import InputError
+from salcurate.imageio import check_image
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -72,16 +73,8 @@ class InferenceConfig:
         return d
 
 
-def _check_image(image: object, what: str = "image") -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or \
-            min(image.shape[:2]) < 1:
-        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InputError(f"expected the {what} as an (H, W, 3) uint8 RGB array, got {got}; "
-                         "decode it with salcurate.imageio.decode_image")
-
-
 def _check_predict(image: object, scales: object) -> tuple[float, ...]:
-    _check_image(image)
+    check_image(image)
     try:
         values = tuple(float(s) for s in scales)  # type: ignore[union-attr]
     except (TypeError, ValueError):
@@ -160,7 +153,7 @@ def predict_probabilities(model: Any, image: np.ndarray, *, scales: Sequence[flo
 
 
 def _check_crf(image: object, probabilities: object, iterations: object) -> None:
-    _check_image(image)
+    check_image(image)
     assert isinstance(image, np.ndarray)
     if not isinstance(probabilities, np.ndarray) or probabilities.ndim != 3 or \
             probabilities.shape[1:] != image.shape[:2] or not 2 <= probabilities.shape[0] <= 255:

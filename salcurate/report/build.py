@@ -28,6 +28,7 @@ from salcurate.errors import InputError
 from salcurate.imageio import decode_image, voc_palette
 from salcurate.data.info import store_summary
 from salcurate.report import data
+from salcurate.paper import BEST_TAUS
 from salcurate.data.store import MaskStore, utc_now
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ def _render(out: Path, img: Path, *, summary: dict[str, Any], scores: dict[str, 
     # -- tau view ------------------------------------------------------------------------
     if by is not None:
         rows = data.tau_view(scores[by], classes, quality)
-        marks = data.PAPER_TAUS.get(by, ())
+        marks = BEST_TAUS.get(by, ())
 
         def draw_tau(ax: Any) -> None:
             taus = [r["tau"] for r in rows]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from salcurate.selection.select import per_class_counts
-from salcurate.selection.validation import pearson, spearman
+from salcurate.stats import pearson, spearman
 
 #: Score columns the report shows, in pipeline order, with what each is.
 SCORE_LABELS: dict[str, str] = {
@@ -19,7 +19,7 @@ SCORE_LABELS: dict[str, str] = {
     "sf": "SF, fine score (Eq. 7)",
 }
 #: The paper's chosen taus (Table IV): SC 0.55 / 0.8, SF 0.55 / 0.85 (VGG16 / ResNet101).
-PAPER_TAUS = {"sc": (0.55, 0.8), "sf": (0.55, 0.85)}
+
 #: Which command adds a missing score.
 MAKES = {"ac": "score-coarse", "f": "score-coarse", "cd": "score-coarse", "sc": "score-coarse",
          "p": "score-fine", "sf": "score-fine"}

@@ -28,6 +28,7 @@ import numpy as np
 
 from salcurate.crf import CRF_EPS, CRF_INSTALL, crf_available, dense_crf  # noqa: F401 (crf_available re-exported)
 from salcurate.errors import InputError
+from salcurate.imageio import check_image, describe_array
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +60,12 @@ class CrfParams:
 # input checks (one per public function)
 
 
-def _describe(array: object) -> str:
-    if isinstance(array, np.ndarray):
-        return f"{array.dtype} array of shape {array.shape}"
-    return type(array).__name__
-
-
-def _check_image(image: object, what: str = "image") -> None:
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-            and image.shape[2] == 3 and image.shape[0] >= 2 and image.shape[1] >= 2):
-        raise InputError(
-            f"expected {what} as an (H, W, 3) uint8 RGB array (H, W >= 2), got "
-            f"{_describe(image)}; convert it with numpy (e.g. rgb[..., :3].astype(np.uint8))"
-        )
-
-
 def _check_unit_map(array: object, what: str) -> None:
     if not (isinstance(array, np.ndarray) and array.ndim == 2 and array.size > 0
             and np.issubdtype(array.dtype, np.floating)):
         raise InputError(
             f"expected {what} as a non-empty (H, W) float array in [0, 1], got "
-            f"{_describe(array)}; divide 8-bit maps by 255"
+            f"{describe_array(array)}; divide 8-bit maps by 255"
         )
     lo, hi = float(array.min()), float(array.max())
     if not (0.0 <= lo and hi <= 1.0):  # also false for NaN
@@ -90,7 +76,7 @@ def _check_unit_map(array: object, what: str) -> None:
 
 
 def _check_map_for_image(image: object, array: object, what: str) -> None:
-    _check_image(image)
+    check_image(image, min_side=2)
     _check_unit_map(array, what)
     size, got = image.shape[:2], array.shape  # type: ignore[union-attr]
     if got != size:
@@ -278,13 +264,13 @@ def builtin_saliency(image: np.ndarray, *, background_seeds: np.ndarray | None =
     all gives zeros and 0.0.
     Cost: about 20-30 ms for a 500 x 375 image at ``max_side=160``.
     """
-    _check_image(image)
+    check_image(image, min_side=2)
     if background_seeds is not None and not (
             isinstance(background_seeds, np.ndarray) and background_seeds.dtype == bool
             and background_seeds.shape == image.shape[:2]):
         raise InputError(
             f"expected background_seeds as an (H, W) bool array of the image's size "
-            f"{image.shape[:2]}, got {_describe(background_seeds)}; pass a boolean mask or None"
+            f"{image.shape[:2]}, got {describe_array(background_seeds)}; pass a boolean mask or None"
         )
     if not (isinstance(max_side, (int, np.integer)) and not isinstance(max_side, bool)
             and max_side >= 16):
@@ -492,7 +478,7 @@ def builtin_reference(image: np.ndarray, *, crf: bool = True, threshold: str = "
     H = M_1 ∪ R_2 ∪ ... .  An empty M_1 gives an empty H.
     """
     params = _check_options(threshold, crf_params)
-    _check_image(image)
+    check_image(image, min_side=2)
     integers, reals = (int, np.integer), (int, float, np.integer, np.floating)
     if not (isinstance(max_objects, integers) and max_objects >= 1
             and isinstance(min_area, reals) and 0.0 <= min_area <= 1.0

@@ -1,25 +1,24 @@
 """Selecting proxy masks by score: w_i = 1 if score_i >= tau else 0 (SAL Eq. 9).
 
-Pure functions over arrays plus :func:`select`, which reads a store's score column and writes a
-named selection.  Per-class counts use the image tags (clean, image-level labels): an image
+Pure functions over arrays plus :func:`run` (the ``select`` command), which reads a store's score
+column and writes a named selection.  Per-class counts use the image tags (clean, image-level labels): an image
 "has" class c when it is tagged with c.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from salcurate.config import setting, store_setting, to_dict
 from salcurate.data import store as store_mod
 from salcurate.errors import InputError, StoreError
-
-#: The taus of the paper's Table IV (its NoS row is the number of masks each keeps).
-PAPER_TAUS: tuple[float, ...] = (0.0, 0.35, 0.55, 0.7, 0.8, 0.85)
+from salcurate.events import Events, Result
+from salcurate.paper import TABLE_IV_TAUS
 
 
 def select_weights(scores: np.ndarray, *, tau: float | None = None, top_k: int | None = None,
@@ -71,7 +70,7 @@ def per_class_counts(weights: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return (np.asarray(classes, dtype=bool) & (np.asarray(weights) > 0)[:, None]).sum(axis=0).astype(np.int64)
 
 
-def sweep(scores: np.ndarray, classes: np.ndarray, taus: tuple[float, ...] = PAPER_TAUS) -> list[dict[str, Any]]:
+def sweep(scores: np.ndarray, classes: np.ndarray, taus: tuple[float, ...] = TABLE_IV_TAUS) -> list[dict[str, Any]]:
     """NoS (number of samples kept) and per-class counts for each tau: the Table IV row."""
     rows = []
     for tau in taus:
@@ -84,14 +83,15 @@ def sweep(scores: np.ndarray, classes: np.ndarray, taus: tuple[float, ...] = PAP
 class SelectConfig:
     """Settings of ``select``; saved as the selection's rule."""
 
-    by: str = "sf"
-    tau: float | None = None
-    top_k: int | None = None
-    min_per_class: int = 0
-    name: str | None = None
-    dry_run: bool = False
-    overwrite: bool = False
-    sweep: bool = False
+    store: str = store_setting()
+    by: str = setting("sf", "Score column: sf (fine), sc (coarse) or any other.")
+    tau: float | None = setting(None, "Keep masks whose score >= tau (Eq. 9).")
+    top_k: int | None = setting(None, "Keep at most the K best masks.")
+    min_per_class: int = setting(0, "Keep at least K images per class (by tags).")
+    name: str | None = setting(None, "Selection name (default from score and tau).")
+    dry_run: bool = setting(False, "Show what would be kept; write nothing.")
+    overwrite: bool = setting(False, "Replace an existing selection of this name.")
+    sweep: bool = setting(False, "Show NoS for the paper's taus (Table IV).")
 
     def default_name(self) -> str:
         parts = [self.by]
@@ -105,7 +105,7 @@ class SelectConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SelectResult:
+class SelectResult(Result):
     name: str
     written: bool
     kept: int
@@ -119,26 +119,28 @@ class SelectResult:
 
 def _score_for(st: store_mod.MaskStore, by: str) -> np.ndarray:
     if by not in st.score_names():
-        hint = {"sf": "run `salcurate score-fine` first (or select --by sc after `salcurate score-coarse`)",
+        hint = {"sf": "run `salcurate score-fine` first (or select by sc after `salcurate score-coarse`)",
                 "sc": "run `salcurate score-coarse` first"}.get(
             by, f"choose one of: {', '.join(st.score_names()) or 'none yet; run `salcurate score-coarse`'}")
-        raise StoreError(f"{st.path}: no score {by!r} in the store; {hint}")
+        raise StoreError(f"{st.path}: no score {by!r} in the store; {hint}", param="by")
     return st.score(by)
 
 
-def select(path: str | os.PathLike[str], config: SelectConfig) -> SelectResult:
+def run(config: SelectConfig, *, events: Events | None = None) -> SelectResult:
     """Make a named selection from a score column (or only report, with ``dry_run``/``sweep``)."""
     started = time.time()
-    path = Path(path)
+    path = Path(config.store)
     if config.tau is None and config.top_k is None and not config.sweep:
-        raise InputError("give --tau (keep scores >= tau) or --top-k K, or --sweep to see what each tau keeps")
+        raise InputError("give tau (keep scores >= tau) or top_k, or sweep to see what each tau keeps",
+                         param=("tau", "top_k", "sweep"))
     with store_mod.MaskStore(path) as st:
         scores = _score_for(st, config.by)
         classes = st.tags
         name = config.name or config.default_name()
         if not (config.dry_run or (config.tau is None and config.top_k is None)):
             if name in st.selection_names() and not config.overwrite:
-                raise StoreError(f"{path}: selection {name!r} exists already; pass --overwrite or choose --name")
+                raise StoreError(f"{path}: selection {name!r} exists already; pass overwrite or choose another name",
+                                 param=("overwrite", "name"))
             store_mod.check_column_name(name)
         rows = sweep(scores, classes) if config.sweep else None
         scored = ~np.isnan(scores)
@@ -154,7 +156,7 @@ def select(path: str | os.PathLike[str], config: SelectConfig) -> SelectResult:
     if not config.dry_run:
         rule = {"by": config.by, "tau": config.tau, "top_k": config.top_k, "min_per_class": config.min_per_class,
                 "score_config": score_config, "kept": int(weights.sum())}
-        with store_mod.transaction(path, command="select", config=dataclasses.asdict(config), started=started) as tx:
+        with store_mod.transaction(path, command="select", config=to_dict(config), started=started) as tx:
             tx.put_selection(name, weights, rule=rule, command="select", overwrite=config.overwrite)
         written = True
     return SelectResult(name, written, int(weights.sum()), int(scored.sum()), n, class_names, before, after, rows)

@@ -16,40 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from salcurate.data import store as store_mod
 from salcurate.errors import InputError, StoreError
+from salcurate.stats import auroc, pearson, spearman
 from salcurate.scoring.metrics import proxy_miou, true_quality
-from salcurate.selection.select import PAPER_TAUS
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of ``(N,)`` x and y; NaN when either is constant or N < 2."""
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(stats.pearsonr(x, y)[0])
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (ties get average ranks); NaN when undefined."""
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(stats.spearmanr(x, y)[0])
-
-
-def auroc(detector: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``detector`` (higher = more likely positive).
-
-    detector: ``(N,)`` float; positive: ``(N,)`` bool → float in [0, 1], NaN without both
-    classes.  Computed as the Mann-Whitney U statistic; ties count one half.
-    """
-    positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = stats.rankdata(detector)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
 
 
 def kept_quality(score: np.ndarray, quality: np.ndarray, taus: tuple[float, ...]) -> list[dict[str, Any]]:
