@@ -47,8 +47,8 @@ print(json.dumps({{"n": s.computed, "seconds": dt,
 def bench_crf(store: Path, n: int = 20, repeats: int = 3) -> dict[str, float]:
     import pydensecrf.densecrf as dcrf
 
-    from salcurate.scoring.reference import CrfParams, adaptive_threshold, calibrate, crf_refine
     from salcurate.data.store import MaskStore
+    from salcurate.scoring.reference import CrfParams, adaptive_threshold, calibrate, crf_refine
 
     p = CrfParams()
     ours, direct, diffs = [], [], []

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from salcurate.data.importing import ImportConfig, import_dataset
 from salcurate.data.demo_data import DemoConfig, make_demo_dataset
-from salcurate.scoring.coarse import CoarseConfig, score_coarse
+from salcurate.data.importing import ImportConfig, import_dataset
 from salcurate.data.store import MaskStore
+from salcurate.scoring.coarse import CoarseConfig, score_coarse
 from salcurate.selection.validation import true_quality_of_store
 from salcurate.stats import auroc, pearson, spearman
 

@@ -182,8 +182,8 @@ def put_selection(path: Path, name: str, weights: Sequence[float]) -> None:
 
 def make_demo_store(root: Path, *, num_images: int, size: int, seed: int) -> Path:
     """A demo dataset imported into ``root/masks.h5`` (train and val, saliency, tags)."""
-    from salcurate.data.importing import ImportConfig, import_dataset
     from salcurate.data.demo_data import DemoConfig, make_demo_dataset
+    from salcurate.data.importing import ImportConfig, import_dataset
 
     make_demo_dataset(root / "voc", DemoConfig(num_images=num_images, size=size, seed=seed))
     out = root / "masks.h5"

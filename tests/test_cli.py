@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, voc_args
 from PIL import Image
 
-from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, voc_args
 from salcurate._version import __version__
-from salcurate.imageio import read_label_png, voc_palette, write_grey_png, write_label_png
 from salcurate.data.store import MaskStore
+from salcurate.imageio import read_label_png, voc_palette, write_grey_png, write_label_png
 
 
 def flat(text: str) -> str:

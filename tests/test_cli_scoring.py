@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_args
 from typer.testing import Result
 
-from conftest import (NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_args)
-from salcurate.scoring import metrics
-from salcurate.scoring.reference import reference_mask
-from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
-from salcurate.selection.select import select_weights, sweep
 from salcurate.data.store import MaskStore
 from salcurate.data.workarea import config_hash
+from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
+from salcurate.scoring import metrics
+from salcurate.scoring.reference import reference_mask
+from salcurate.selection.select import select_weights, sweep
 
 COLUMNS = ("f1", "f", "ac", "cd", "sc")
 SUFFIXED = re.compile(r"^sc@[0-9a-f]{6}$")

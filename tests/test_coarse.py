@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_demo_store
+
+from salcurate.data.store import MaskStore
 from salcurate.scoring import metrics, reference
 from salcurate.scoring.coarse import COLUMNS, CoarseConfig, score_arrays, score_coarse
-from salcurate.data.store import MaskStore
 
 
 @pytest.fixture(scope="module")

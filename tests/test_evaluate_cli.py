@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 import torch
+from conftest import CLASS_NAMES, NO_GT_ID, TinyVoc, assert_ok, invoke, voc_args
 from PIL import Image
 from torch import nn
 from typer.testing import Result
 
-from conftest import CLASS_NAMES, NO_GT_ID, TinyVoc, assert_ok, invoke, voc_args
 from salcurate.errors import InputError, StoreError
 from salcurate.evaluation import evaluate as ev
 from salcurate.evaluation.inference import InferenceConfig

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from salcurate.errors import InputError
 from salcurate import segmentation_metrics as m
+from salcurate.errors import InputError
 from salcurate.imageio import VOC_CLASS_NAMES
 
 # 3 classes; rows are ground truth, 255 = ignore.

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import file_digest, invoke
+
+from salcurate.data.store import MaskStore
 from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.scorer import load_checkpoint
 from salcurate.scoring.fine import ScoreFineConfig, score_fine
-from salcurate.training.scorer import TrainScorerConfig, train_scorer
 from salcurate.scoring.synthesis import SynthesisConfig
-from salcurate.data.store import MaskStore
+from salcurate.training.scorer import TrainScorerConfig, train_scorer
 
 TINY = dict(input_size=32, width=8, channels=12, hidden=6, batch_size=8, lr=1e-3, workers=0,
             synthesis=SynthesisConfig(scale=2))

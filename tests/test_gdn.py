@@ -13,7 +13,6 @@ from torch.func import functional_call
 from salcurate.errors import InputError
 from salcurate.nn.gdn import GDN, PEDESTAL, gdn
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -11,8 +11,16 @@ import skimage.data
 from PIL import Image
 
 from salcurate.errors import InputError
-from salcurate.imageio import (decode_image, encode_grey_png, encode_label_png, grey_png_bytes, probe_image,
-                               read_grey_png, read_label_png, voc_palette)
+from salcurate.imageio import (
+    decode_image,
+    encode_grey_png,
+    encode_label_png,
+    grey_png_bytes,
+    probe_image,
+    read_grey_png,
+    read_label_png,
+    voc_palette,
+)
 
 
 def _encode(rgb: np.ndarray, fmt: str, **kw: object) -> bytes:

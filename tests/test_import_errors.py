@@ -11,10 +11,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_args
 from PIL import Image
 from typer.testing import Result
 
-from conftest import TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_args
 from salcurate.imageio import write_label_png
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_digest, invoke
 from PIL import Image
 
-from conftest import file_digest, invoke
 from salcurate.errors import InputError
 from salcurate.report import data
 from salcurate.report.build import ReportConfig, thumbnail, write_report

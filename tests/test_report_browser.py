@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from browser import check_page, chromium_unavailable_reason, find_or_install_chromium, screenshot
 from PIL import Image
 from typer.testing import CliRunner
 
-from browser import check_page, chromium_unavailable_reason, find_or_install_chromium, screenshot
 from salcurate.cli import app
 
 
@@ -129,8 +129,8 @@ def _cli_commands() -> set[str]:
 
 
 def _demo_has_report_step(folder: Path) -> bool:
-    from salcurate.demo import demo_commands
     from salcurate.data.demo_data import DemoConfig
+    from salcurate.demo import demo_commands
 
     return any(argv[:1] == ["report"] for argv in demo_commands(folder, DemoConfig(num_images=48)))
 

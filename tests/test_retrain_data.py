@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import put_selection
 
 from salcurate.data import store as store_mod

@@ -13,8 +13,8 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from salcurate.cli import app
-from salcurate.imageio import read_label_png, write_grey_png, write_label_png
 from salcurate.data.store import MaskStore
+from salcurate.imageio import read_label_png, write_grey_png, write_label_png
 
 
 def _voc_layout(root: Path) -> dict[str, dict[str, object]]:

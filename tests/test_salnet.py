@@ -10,8 +10,19 @@ import torch
 from torch import nn
 
 from salcurate.errors import InputError
-from salcurate.nn.salnet import (ASPP, BACKBONES, ClassificationBranch, SALNet, SALNetConfig, attended_logits,
-                                 build_backbone, imagenet_weights_path, load_model, preprocess, save_model)
+from salcurate.nn.salnet import (
+    ASPP,
+    BACKBONES,
+    ClassificationBranch,
+    SALNet,
+    SALNetConfig,
+    attended_logits,
+    build_backbone,
+    imagenet_weights_path,
+    load_model,
+    preprocess,
+    save_model,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

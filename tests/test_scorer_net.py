@@ -26,7 +26,6 @@ from salcurate.nn import (
     scorer_macs,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

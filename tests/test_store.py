@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from salcurate.data import store
-from salcurate.errors import StoreError
 from salcurate.data.store import MaskStore, SampleRecord
+from salcurate.errors import StoreError
 
 CLASSES = ("background", "cat", "dog", "fish")
 

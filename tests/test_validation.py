@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, voc_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, voc_args
-from salcurate.errors import InputError, StoreError
-from salcurate.scoring.metrics import proxy_miou, true_quality
-from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
 from salcurate.data.store import MaskStore
+from salcurate.errors import InputError, StoreError
+from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
+from salcurate.scoring.metrics import proxy_miou, true_quality
 from salcurate.selection.validation import EvaluateScoresConfig, evaluate_scores, kept_quality, true_quality_of_store
 from salcurate.stats import auroc, pearson, spearman
 

@@ -13,7 +13,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-
 from salcurate.cli.core import LazyBar, _RateColumn, app, command, err, import_app, out, progress_bar  # noqa: F401
 
 DEFAULT_STORE = Path("masks.h5")
@@ -163,8 +162,8 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export masks as VOC palette PNGs, a list file and scores."""
-    from salcurate.errors import InputError
     from salcurate.data.export import ExportConfig, export_store
+    from salcurate.errors import InputError
 
     if len(paths) > 2:
         raise InputError(f"expected [STORE] OUT, got {len(paths)} paths; give the store and one output folder")
@@ -189,8 +188,8 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the demo data.")] = 0,
 ) -> None:
     """Make the demo dataset and run the whole pipeline on it."""
-    from salcurate.demo import demo_commands
     from salcurate.data.demo_data import DemoConfig, make_demo_dataset
+    from salcurate.demo import demo_commands
     from salcurate.scoring.fine import default_scorer_path
 
     config = DemoConfig(num_images=images, seed=seed)

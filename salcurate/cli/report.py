@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-
 from salcurate.cli.core import LazyBar, _RateColumn, app, command, err, import_app, out, progress_bar  # noqa: F401
 
 DEFAULT_STORE = Path("masks.h5")

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
-
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from salcurate.cli.core import LazyBar, _RateColumn, app, command, err, import_app, out, progress_bar  # noqa: F401
@@ -56,9 +55,9 @@ def train_scorer(
 ) -> None:
     """Train the fine scorer (Table I) on synthesized samples (L2, Eq. 6)."""
     from salcurate.errors import InputError
+    from salcurate.scoring.synthesis import SynthesisConfig
     from salcurate.training.scorer import TrainScorerConfig
     from salcurate.training.scorer import train_scorer as run
-    from salcurate.scoring.synthesis import SynthesisConfig
 
     try:
         mix = tuple(int(v) for v in proportions.split(","))
@@ -132,8 +131,8 @@ def retrain(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder.")] = False,
 ) -> None:
     """Retrain SAL-Net on selected proxies with the selection and attention losses (Eq. 13-14)."""
-    from salcurate.errors import InputError
     from salcurate.data.store import MaskStore
+    from salcurate.errors import InputError
     from salcurate.training.distributed import env_info
     from salcurate.training.retrain import RetrainConfig
     from salcurate.training.retrain import retrain as run

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from salcurate.data.store import LABEL_KINDS, MaskStore, utc_now
 from salcurate.errors import InputError
 from salcurate.imageio import encode_label_png
-from salcurate.data.store import LABEL_KINDS, MaskStore, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from salcurate.data import store as store_mod
+from salcurate.data.store import SampleRecord
 from salcurate.errors import InputError
 from salcurate.imageio import IGNORE_LABEL, VOC_CLASS_NAMES, grey_png_bytes, probe_image, read_grey_png, read_label_png
-from salcurate.data.store import SampleRecord
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,15 @@ import numpy as np
 
 from salcurate.errors import InputError, StoreError
 from salcurate.evaluation.inference import CRF_MISSING, InferenceConfig, crf_available, crf_segmentation
-from salcurate.segmentation_metrics import (confusion_matrix, iou_from_confusion, mean_accuracy, mean_iou, paper_labels,
-                                          paper_order, pixel_accuracy)
+from salcurate.segmentation_metrics import (
+    confusion_matrix,
+    iou_from_confusion,
+    mean_accuracy,
+    mean_iou,
+    paper_labels,
+    paper_order,
+    pixel_accuracy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +287,9 @@ def evaluate_store(config: EvaluateConfig, *, on_start: Callable[[int], None] | 
     each.  Raises InputError / StoreError for a missing or foreign model file, class names
     that differ from the store's, a split without ground truth and an unusable device.
     """
+    from salcurate.data.store import MaskStore
     from salcurate.imageio import write_label_png
     from salcurate.nn.device import resolve_device
-    from salcurate.data.store import MaskStore
 
     config = _check_evaluate(config)
     settings = settings_for(multiscale=config.multiscale, flip=config.inference.flip, crf=config.crf,

@@ -24,12 +24,12 @@ import numpy as np
 from PIL import Image
 
 from salcurate._version import __version__
+from salcurate.data.info import store_summary
+from salcurate.data.store import MaskStore, utc_now
 from salcurate.errors import InputError
 from salcurate.imageio import decode_image, voc_palette
-from salcurate.data.info import store_summary
-from salcurate.report import data
 from salcurate.paper import BEST_TAUS
-from salcurate.data.store import MaskStore, utc_now
+from salcurate.report import data
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from salcurate.data import store as store_mod
+from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
 from salcurate.errors import InputError, StoreError
 from salcurate.scoring import metrics
-from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
 
 log = logging.getLogger(__name__)
 

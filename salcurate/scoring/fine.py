@@ -21,11 +21,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from salcurate.data import store as store_mod
+from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
 from salcurate.errors import InputError, StoreError
 from salcurate.nn.device import resolve_device
 from salcurate.nn.scorer import load_checkpoint
 from salcurate.scoring.synthesis import network_input, resize_pair
-from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
 
 log = logging.getLogger(__name__)
 

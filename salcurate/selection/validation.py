@@ -19,9 +19,9 @@ import numpy as np
 
 from salcurate.data import store as store_mod
 from salcurate.errors import InputError, StoreError
-from salcurate.stats import auroc, pearson, spearman
-from salcurate.scoring.metrics import proxy_miou, true_quality
 from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
+from salcurate.scoring.metrics import proxy_miou, true_quality
+from salcurate.stats import auroc, pearson, spearman
 
 
 def kept_quality(score: np.ndarray, quality: np.ndarray, taus: tuple[float, ...]) -> list[dict[str, Any]]:

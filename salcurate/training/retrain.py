@@ -33,14 +33,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from salcurate.data import store as store_mod
+from salcurate.data.workarea import ids_fingerprint
 from salcurate.errors import InputError, SalcurateError
 from salcurate.nn.device import resolve_device
 from salcurate.nn.salnet import BACKBONES, SALNet, SALNetConfig, read_model_file, save_model
 from salcurate.training import distributed as ddp
-from salcurate.training.data import (Augment, EvalSet, RetrainSet, StreamSampler, TrainingPlan, plan_training,
-                                     validation_indices)
+from salcurate.training.data import (
+    Augment,
+    EvalSet,
+    RetrainSet,
+    StreamSampler,
+    TrainingPlan,
+    plan_training,
+    validation_indices,
+)
 from salcurate.training.losses import ATTENTION_LOSSES, sal_loss
-from salcurate.data.workarea import ids_fingerprint
 
 log = logging.getLogger(__name__)
 
