@@ -32,9 +32,9 @@ def run_scoring(store: Path, workers: int) -> dict[str, float]:
     """score-coarse in a child process, for its own peak memory (self and worker children)."""
     code = f"""
 import json, resource, time
-from salcurate.scoring.coarse import CoarseConfig, score_coarse
+from salcurate.scoring.coarse import CoarseConfig, run
 t = time.perf_counter()
-s = score_coarse({str(store)!r}, CoarseConfig(workers={workers}, overwrite=True))
+s = run(CoarseConfig(store={str(store)!r}, workers={workers}, overwrite=True))
 dt = time.perf_counter() - t
 print(json.dumps({{"n": s.computed, "seconds": dt,
     "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -72,7 +72,8 @@ def bench_crf(store: Path, n: int = 20, repeats: int = 3) -> dict[str, float]:
                 d = dcrf.DenseCRF2D(w, h, 2)
                 d.setUnaryEnergy(unary)
                 d.addPairwiseGaussian(sxy=p.gaussian_sxy, compat=p.gaussian_compat)
-                d.addPairwiseBilateral(sxy=p.bilateral_sxy, srgb=p.bilateral_srgb, rgbim=image, compat=p.bilateral_compat)
+                d.addPairwiseBilateral(sxy=p.bilateral_sxy, srgb=p.bilateral_srgb, rgbim=image,
+                                       compat=p.bilateral_compat)
                 q = np.array(d.inference(p.iterations)).reshape(2, h, w)[1]
                 direct.append(time.perf_counter() - t)
                 diffs.append(float(np.abs(q - q_ours).max()))
@@ -93,7 +94,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     small = out / "small.h5"
     if not small.exists():
-        from salcurate.data.importing import ImportConfig, import_dataset
+        from salcurate.data.importing import ImportConfig
+        from salcurate.data.importing import run as import_dataset
 
         voc = args.workdir / "voc"
         import_dataset(ImportConfig(layout="voc", root=str(voc), output=str(small), splits=(f"first{args.small}",),

@@ -25,20 +25,19 @@ def prepare(src: Path, dst: Path) -> None:
         return
     tmp = dst.with_suffix(".tmp.h5")
     shutil.copyfile(src, tmp)
-    from salcurate.scoring.coarse import CoarseConfig, score_coarse
-    from salcurate.scoring.fine import ScoreFineConfig, score_fine
+    from salcurate.scoring import coarse, fine
 
-    score_coarse(tmp, CoarseConfig())
-    score_fine(tmp, ScoreFineConfig(batch_size=64, workers=2))
+    coarse.run(coarse.CoarseConfig(store=str(tmp)))
+    fine.run(fine.ScoreFineConfig(store=str(tmp), batch_size=64, workers=2))
     tmp.rename(dst)
 
 
 def run_report(store: Path, out: Path, k: int) -> dict[str, float]:
     code = f"""
 import json, resource, time
-from salcurate.report.build import ReportConfig, write_report
+from salcurate.report.build import ReportConfig, run
 t = time.perf_counter()
-s = write_report(ReportConfig(store={str(store)!r}, out={str(out)!r}, k={k}, overwrite=True))
+s = run(ReportConfig(store={str(store)!r}, output={str(out)!r}, k={k}, overwrite=True))
 print(json.dumps({{"seconds": time.perf_counter() - t, "thumbnails": s.thumbnails, "size_mb": s.size_bytes / 2**20,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

@@ -10,7 +10,8 @@ worker processes).  Inference is ``salcurate evaluate``'s single-scale and multi
 Usage::
 
     .venv/bin/python benchmarks/bench_retrain.py --device cpu --iters 2 --out bench-out/retrain-cpu.json
-    .venv/bin/python benchmarks/bench_retrain.py --device cuda --iters 20 --compile off on --out bench-out/retrain-gpu.json
+    .venv/bin/python benchmarks/bench_retrain.py --device cuda --iters 20 --compile off on \
+        --out bench-out/retrain-gpu.json
 
 The paper (GTX 1080 Ti): 0.87 s per iteration (VGG16, batch 7, 321 x 321), 0.1 s per test image.
 Goal on one H100: <= 67 ms per iteration for VGG16 (27,000 iterations in 30 minutes).
@@ -34,28 +35,24 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from salcurate.nn.salnet import SALNet, SALNetConfig
+    from salcurate.training.harness import Precision, prepare_model
     from salcurate.training.losses import sal_loss
 
     device = torch.device(spec["device"])
     torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model = SALNet(SALNetConfig(backbone=spec["backbone"], num_classes=spec["classes"])).to(device)
-    amp = spec["precision"] == "bf16"
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = SALNet(SALNetConfig(backbone=spec["backbone"], num_classes=spec["classes"]))
+    precision = Precision(device, amp=spec["precision"] == "bf16")  # channels-last on CUDA, as retrain
+    amp = precision.amp
+    # as retrain sets the model up (device, memory format, cuDNN autotuning, torch.compile)
+    fwd = prepare_model(model, precision, compile=spec["task"] == "train" and spec["compile"])
     result: dict[str, Any] = dict(spec)
     if spec["task"] == "train":
         backbone, heads = model.parameter_groups()
         opt = torch.optim.SGD([{"params": backbone, "lr": 1e-3}, {"params": heads, "lr": 1e-2}], lr=1e-3, momentum=0.9,
                               weight_decay=5e-4)
-        fwd = torch.compile(model) if spec["compile"] else model
         b, s, c = spec["batch"], spec["crop"], spec["classes"]
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(b, 3, s, s, generator=g).to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = precision.inputs(torch.randn(b, 3, s, s, generator=g))
         y = torch.randint(0, c + 1, (b, s, s), generator=g)
         y[:, :4] = 255
         y = y.to(device)
@@ -151,8 +148,8 @@ def main() -> None:
         r = results[-1]
         print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
                           if k not in ("ms_per_iter_all",)}), flush=True)
-    payload = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0]},
-               "date": time.strftime("%Y-%m-%d"), "results": results}
+    machine = {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0]}
+    payload = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
 

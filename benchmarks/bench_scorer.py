@@ -5,7 +5,8 @@ configuration: forward images per second (eval, no grad), training iterations pe
 (forward, backward, Adam step), the achieved TFLOP/s (2 FLOP per multiply-add, from
 ``scorer_macs``; a training step counted as 3 forward passes) against the device's measured
 matrix-multiply rate, and the largest costs in a profile of one forward pass.  On a CUDA device
-it uses bf16 autocast and channels-last, as ``train-scorer`` and ``score-fine`` do.
+it uses bf16 autocast and channels-last, as ``train-scorer`` (``salcurate.training.harness``) and
+``score-fine`` do.
 
 Usage::
 
@@ -22,6 +23,7 @@ import time
 import torch
 
 from salcurate.nn.scorer import MaskScorer, ScorerConfig, scorer_macs
+from salcurate.training.harness import Precision, prepare_model
 
 CONFIGS = {
     "paper (256 px, Table I)": ScorerConfig(),
@@ -53,14 +55,12 @@ def matmul_rate(device: torch.device, n: int = 2048) -> float:
 
 def bench_config(cfg: ScorerConfig, device: torch.device, batch: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
-    model = MaskScorer(cfg).to(device)
-    amp = device.type == "cuda"
-    x = torch.randn(batch, 4, cfg.input_size, cfg.input_size, device=device)
+    model = MaskScorer(cfg)
+    precision = Precision(device)  # bf16 autocast and channels-last on CUDA, as train-scorer
+    amp = precision.amp
+    prepare_model(model, precision)
+    x = precision.inputs(torch.randn(batch, 4, cfg.input_size, cfg.input_size))
     y = torch.rand(batch, device=device)
-    if amp:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
     macs = scorer_macs(cfg)
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -116,7 +116,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
     args = ap.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     out: dict[str, object] = {"device": name, "torch": torch.__version__, "batch": args.batch,
                               "matmul_tflops": matmul_rate(device)}
     for label, cfg in CONFIGS.items():

@@ -117,12 +117,13 @@ def run_import(root: Path, out: Path, split: str) -> dict[str, float]:
     """Import in a child process so its peak RSS is its own."""
     code = f"""
 import json, resource, sys, time
-from salcurate.data.importing import ImportConfig, import_dataset
+from salcurate.data.importing import ImportConfig, run as import_dataset
 cfg = ImportConfig(layout="voc", root={str(root)!r}, output={str(out)!r}, splits=({split!r},),
                    pseudo_dir={str(root / 'Proxy')!r}, saliency_dir={str(root / 'Saliency')!r},
                    tags_from_gt=True, overwrite=True)
 t = time.perf_counter(); s = import_dataset(cfg); dt = time.perf_counter() - t
-print(json.dumps({{"n": s.num_imported, "seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"n": s.num_imported, "seconds": dt, "peak_rss_mb": rss}}))
 """
     res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -177,8 +178,8 @@ def main() -> None:
     make_source(src, args.n)
     print(f"source ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
-    results: dict[str, object] = {"n": args.n, "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-                                  "python": platform.python_version()}
+    machine = f"{platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    results: dict[str, object] = {"n": args.n, "machine": machine, "python": platform.python_version()}
     store = args.workdir / "masks.h5"
     imp = run_import(src, store, f"first{args.n}")
     results["import_samples_per_s"] = imp["n"] / imp["seconds"]

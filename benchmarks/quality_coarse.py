@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -22,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from salcurate.data.demo_data import DemoConfig, make_demo_dataset
-from salcurate.data.importing import ImportConfig, import_dataset
+from salcurate.data.importing import ImportConfig
+from salcurate.data.importing import run as import_dataset
 from salcurate.data.store import MaskStore
-from salcurate.scoring.coarse import CoarseConfig, score_coarse
+from salcurate.scoring import coarse
+from salcurate.scoring.coarse import CoarseConfig
 from salcurate.selection.validation import true_quality_of_store
 from salcurate.stats import auroc, pearson, spearman
 
@@ -61,7 +64,7 @@ def main() -> None:
     for name, cfg in VARIANTS.items():
         work = args.workdir / "work.h5"
         shutil.copyfile(base, work)
-        summary = score_coarse(work, cfg)
+        summary = coarse.run(dataclasses.replace(cfg, store=str(work)))
         with MaskStore(work) as st:
             sc = st.score("sc").astype(np.float64)
             cd = st.score("cd").astype(np.float64)

@@ -42,13 +42,13 @@ PAPER_RUNS = ("P2", "P3", "P4", "P5")
 def _run(store: str, workdir: str, name: str, seed: int, common: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from salcurate.training.retrain import RetrainConfig, retrain
+    from salcurate.training.retrain import RetrainConfig, run
 
     torch.set_num_threads(1)
     out = Path(workdir) / f"{name.split()[0]}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.time()
-    res = retrain(RetrainConfig(store=store, output=str(out), seed=seed, **RUNS[name], **common))
+    res = run(RetrainConfig(store=store, output=str(out), seed=seed, **RUNS[name], **common))
     return {"run": name, "seed": seed, "val_miou": res.validation["val_miou"],
             "val_pixel_accuracy": res.validation["val_pixel_accuracy"], "kept": res.counts["drawable"],
             "final_loss": res.final.get("loss"), "seconds": time.time() - t}
@@ -66,10 +66,11 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=list(PAPER_RUNS), help="run names (first word) from RUNS")
     ap.add_argument("--out", type=Path, default=Path("bench-out/retrain-quality.json"))
     args = ap.parse_args()
-    from salcurate.selection.select import SelectConfig, select
+    from salcurate.selection.select import SelectConfig
+    from salcurate.selection.select import run as select
 
     for by in ("sc", "sf"):
-        select(args.store, SelectConfig(by=by, tau=0.55, overwrite=True))
+        select(SelectConfig(store=str(args.store), by=by, tau=0.55, overwrite=True))
     common = dict(backbone="resnet18", backbone_weights="none", crop=args.crop, max_iter=args.iterations, lr=args.lr,
                   log_every=50, workers=0, tensorboard=False)
     args.workdir.mkdir(parents=True, exist_ok=True)

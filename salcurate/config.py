@@ -32,7 +32,7 @@ from salcurate.errors import InputError
 T = TypeVar("T")
 
 #: Metadata keys understood by :func:`setting`.
-_META = ("help", "flag", "short", "min", "max", "cli", "argument", "metavar", "run_only")
+_META = ("help", "flag", "short", "min", "max", "cli", "argument", "metavar", "run_only", "multiple")
 
 
 class Choice(str, enum.Enum):
@@ -49,20 +49,30 @@ class Choice(str, enum.Enum):
         return tuple(str(m.value) for m in cls)
 
 
+def choice(cls: type[Choice], value: Any, name: str) -> Any:
+    """``value`` as a member of Choice enum ``cls`` (a config made in Python may hold its string);
+    a one-line error naming the setting ``name`` otherwise."""
+    try:
+        return cls(value.value if isinstance(value, enum.Enum) else value)
+    except ValueError:
+        raise InputError(f"{name} must be one of {', '.join(cls.values())}, got {value!r}", param=name) from None
+
+
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,  # noqa: A002
             short: str | None = None, min: float | None = None, max: float | None = None,  # noqa: A002
             cli: bool = True, argument: bool = False, metavar: str | None = None, run_only: bool = False,
-            default_factory: Callable[[], Any] | None = None) -> Any:
+            multiple: bool = False, default_factory: Callable[[], Any] | None = None) -> Any:
     """A config field with its help text and command-line form.
 
     ``flag``: the option's declaration (default ``--field-name``; ``"--flip/--no-flip"`` for an
     on/off pair); ``short``: a one-letter alias such as ``-o``; ``min``/``max``: numeric bounds
     checked by the CLI; ``cli=False`` keeps a field out of the command line (TOML and Python
     only); ``argument=True`` makes it a positional argument; ``run_only=True`` marks settings that
-    do not change a training run's weights (a resumed run may change them).
+    do not change a training run's weights (a resumed run may change them); ``multiple=True`` (a
+    tuple setting) makes a repeatable option (``--split a --split b``) instead of comma-separated text.
     """
     meta = {"help": help, "flag": flag, "short": short, "min": min, "max": max, "cli": cli, "argument": argument,
-            "metavar": metavar, "run_only": run_only}
+            "metavar": metavar, "run_only": run_only, "multiple": multiple}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -232,9 +242,7 @@ def convert(value: Any, t: Any, where: str) -> Any:
             out = float(value)
         except (TypeError, ValueError):
             raise bad from None
-        if math.isnan(out):
-            raise bad
-        return out
+        return out  # NaN passes: each command's range check says what it accepts
     if inner is str:
         if isinstance(value, (str, Path)):
             return str(value)
@@ -268,7 +276,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "config", b
             kwargs[name] = from_dict(t, sub, where=f"{where}.{name}",  # type: ignore[arg-type]
                                      base=None if current is dataclasses.MISSING else current)
         else:
-            kwargs[name] = convert(data[name], t, f"{where}.{name}" if where != "config" else name)
+            try:
+                kwargs[name] = convert(data[name], t, f"{where}.{name}" if where != "config" else name)
+            except InputError as exc:  # name the setting, so that the CLI shows its flag
+                raise InputError(str(exc), param=name) from None
     return cls(**kwargs)
 
 

@@ -16,8 +16,9 @@ from salcurate.errors import InputError
 
 #: Probabilities are clipped to [CRF_EPS, 1] before taking -log for the unary.
 CRF_EPS = 1e-5
-#: What to do when pydensecrf is missing (the callers add how to do without the CRF).
-CRF_INSTALL = "install the crf extra: pip install 'salcurate[crf]' (or pip install pydensecrf2)"
+#: What to do when pydensecrf is missing (the callers add how to do without the CRF).  It does not
+#: use the bare word crf, the name of the callers' on/off setting, which the CLI writes as a flag.
+CRF_INSTALL = "install the CRF extra: pip install 'salcurate[crf]' (or pip install pydensecrf2)"
 
 
 def crf_available() -> bool:

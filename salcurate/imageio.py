@@ -92,7 +92,8 @@ def read_grey_png(source: Path | bytes, what: str = "saliency map", *, name: str
     """Read an 8-bit grey map: ``(H, W)`` uint8 (RGB input is converted to luminance)."""
     image = _open(source, what, name)
     if image.mode in ("I;16", "I", "F"):
-        raise InputError(f"{name or source}: expected an 8-bit {what}, got mode {image.mode}; save it as 8-bit grey PNG")
+        raise InputError(f"{name or source}: expected an 8-bit {what}, got mode {image.mode}; "
+                         "save it as 8-bit grey PNG")
     if image.mode != "L":
         image = image.convert("L")
     return np.asarray(image, dtype=np.uint8)

@@ -43,31 +43,38 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _check_pair(pred: np.ndarray, target: np.ndarray, num_classes: object, ignore_index: object) -> None:
+    param: str | None = None
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        problem = f"num_classes must be a whole number >= 1 (K = C + 1), got {num_classes!r}"
-    elif ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
-        problem = f"ignore_index must be a whole number or None, got {ignore_index!r}"
+        problem, param = f"num_classes must be a whole number >= 1 (K = C + 1), got {num_classes!r}", "num_classes"
+    elif ignore_index is not None and (isinstance(ignore_index, bool)
+                                       or not isinstance(ignore_index, (int, np.integer))):
+        problem, param = f"ignore_index must be a whole number or None, got {ignore_index!r}", "ignore_index"
     elif ignore_index is not None and 0 <= ignore_index < num_classes:
-        problem = f"ignore_index {ignore_index} is one of the {num_classes} class indices; pick a value outside 0..{num_classes - 1}"
+        problem, param = (f"ignore_index {ignore_index} is one of the {num_classes} class indices; "
+                          f"pick a value outside 0..{num_classes - 1}"), "ignore_index"
     elif pred.shape != target.shape:
-        problem = f"expected prediction and ground truth of one shape, got {pred.shape} and {target.shape}; resize the prediction to the label map"
+        problem = (f"expected prediction and ground truth of one shape, got {pred.shape} and {target.shape}; "
+                   "resize the prediction to the label map")
     elif not (np.issubdtype(pred.dtype, np.integer) and np.issubdtype(target.dtype, np.integer)):
-        problem = f"expected integer label maps, got {pred.dtype} and {target.dtype}; take argmax over the class axis first"
+        problem = (f"expected integer label maps, got {pred.dtype} and {target.dtype}; "
+                   "take argmax over the class axis first")
     elif pred.size and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
-        problem = (f"predicted labels must lie in 0..{num_classes - 1}, got values {int(pred.min())}..{int(pred.max())}; "
-                   "check num_classes against the model's output channels")
+        problem, param = (f"predicted labels must lie in 0..{num_classes - 1}, got values "
+                          f"{int(pred.min())}..{int(pred.max())}; check num_classes against the model's output "
+                          "channels"), "num_classes"
     else:
         bad = (target < 0) | (target >= num_classes)
         if ignore_index is not None:
             bad &= target != ignore_index
         if not bad.any():
             return
-        problem = (f"ground-truth labels must lie in 0..{num_classes - 1} or be {ignore_index} (ignore), got "
-                   f"{int(target[bad][0])}; check num_classes against the class list")
-    raise InputError(problem)
+        problem, param = (f"ground-truth labels must lie in 0..{num_classes - 1} or be {ignore_index} (ignore), got "
+                          f"{int(target[bad][0])}; check num_classes against the class list"), "num_classes"
+    raise InputError(problem, param=param)
 
 
-def confusion_matrix(pred: Any, target: Any, *, num_classes: int, ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix(pred: Any, target: Any, *, num_classes: int,
+                     ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
     """Pixel counts by (ground truth, prediction).
 
     pred, target: integer label maps of one shape, ``(H, W)`` or a batch ``(B, H, W)`` (any
@@ -88,7 +95,8 @@ def confusion_matrix(pred: Any, target: Any, *, num_classes: int, ignore_index: 
     return np.bincount(flat, minlength=k * k).reshape(k, k).astype(np.int64, copy=False)
 
 
-def accumulate_confusion(cm: np.ndarray, pred: Any, target: Any, *, ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
+def accumulate_confusion(cm: np.ndarray, pred: Any, target: Any, *,
+                         ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
     """``cm + confusion_matrix(pred, target)``: ``(K, K)`` int64, K taken from ``cm`` (a new array;
     ``cm`` is left as it was).  Sum a split image by image with it."""
     cm = _check_cm(cm)
@@ -99,8 +107,8 @@ def _check_cm(cm: Any) -> np.ndarray:
     cm = _to_numpy(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 1 or not np.issubdtype(cm.dtype, np.integer) or (
             cm.size and cm.min() < 0):
-        raise InputError(f"expected a (K, K) confusion matrix of non-negative pixel counts, got {cm.dtype} {cm.shape}; "
-                         "make one with confusion_matrix()")
+        raise InputError(f"expected a (K, K) confusion matrix of non-negative pixel counts, got {cm.dtype} "
+                         f"{cm.shape}; make one with confusion_matrix()", param="cm")
     return cm.astype(np.int64, copy=False)
 
 
@@ -145,7 +153,7 @@ def _check_names(class_names: object) -> list[str]:
     if isinstance(class_names, str) or not isinstance(class_names, Sequence) or not class_names or not all(
             isinstance(n, str) for n in class_names):
         raise InputError(f"expected a list of class names (background first), got {class_names!r}; "
-                         "take them from the store (MaskStore.class_names)")
+                         "take them from the store (MaskStore.class_names)", param="class_names")
     return list(class_names)
 
 

@@ -183,7 +183,8 @@ def put_selection(path: Path, name: str, weights: Sequence[float]) -> None:
 def make_demo_store(root: Path, *, num_images: int, size: int, seed: int) -> Path:
     """A demo dataset imported into ``root/masks.h5`` (train and val, saliency, tags)."""
     from salcurate.data.demo_data import DemoConfig, make_demo_dataset
-    from salcurate.data.importing import ImportConfig, import_dataset
+    from salcurate.data.importing import ImportConfig
+    from salcurate.data.importing import run as import_dataset
 
     make_demo_dataset(root / "voc", DemoConfig(num_images=num_images, size=size, seed=seed))
     out = root / "masks.h5"
@@ -197,10 +198,10 @@ def make_demo_store(root: Path, *, num_images: int, size: int, seed: int) -> Pat
 @pytest.fixture(scope="session")
 def demo_scored_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 48-image demo store (96 px) with coarse scores: for the fine-scoring tests."""
-    from salcurate.scoring.coarse import CoarseConfig, score_coarse
+    from salcurate.scoring.coarse import CoarseConfig, run
 
     out = make_demo_store(tmp_path_factory.mktemp("demo-scored"), num_images=48, size=96, seed=5)
-    score_coarse(out, CoarseConfig(workers=1))
+    run(CoarseConfig(store=str(out), workers=1))
     return out
 
 

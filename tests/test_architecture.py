@@ -98,6 +98,9 @@ def _message_texts(path: Path) -> list[tuple[int, str]]:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 docstrings.add(id(first.value))
+    for node in ast.walk(tree):  # setting(..., flag="--crf/--no-crf") declares a flag: not a message
+        if isinstance(node, ast.keyword) and node.arg == "flag":
+            docstrings.update(id(sub) for sub in ast.walk(node.value))
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
@@ -117,8 +120,8 @@ def test_library_messages_name_parameters_not_flags() -> None:
         if _kind(module)[0] == "top":
             continue
         for line, text in _message_texts(path):
-            # a flag inside a `salcurate ...` hint is part of a command a person types: allowed
-            text = re.sub(r"`salcurate [^`]*`", "", text)
+            # a flag inside a `salcurate ...` or `torchrun ...` hint is part of a command a person types: allowed
+            text = re.sub(r"`(salcurate|torchrun) [^`]*`", "", text)
             if re.search(r"(?<![\w-])--[a-z]", text):
                 flagged.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {text[:90]}")
     assert not flagged, "library messages that name command-line flags:\n" + "\n".join(flagged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,8 +16,12 @@ import pytest
 from conftest import make_demo_store
 
 from salcurate.data.store import MaskStore
+from salcurate.data.workarea import config_hash
+from salcurate.errors import InputError
 from salcurate.scoring import metrics, reference
-from salcurate.scoring.coarse import COLUMNS, CoarseConfig, score_arrays, score_coarse
+from salcurate.scoring.coarse import COLUMNS, CoarseConfig, Saliency, check_config, run, score_arrays
+from salcurate.scoring.metrics import AcFormula
+from salcurate.scoring.reference import Threshold
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +51,48 @@ def test_score_arrays_matches_the_formulas(demo_store: Path) -> None:
     np.testing.assert_array_equal(h, reference.reference_mask(image, sal, crf=False, threshold="otsu"))
 
 
+def test_scoring_settings_and_their_hash_are_plain_and_stable() -> None:
+    """The saved scoring config holds plain values; its hash names suffixed columns, so it must not
+    change for the same settings (stores scored before would otherwise be scored again)."""
+    config = CoarseConfig(saliency=Saliency.store)
+    assert config.scoring() == {"ac_formula": "standard", "b": 0.1, "crf": False, "saliency": "store",
+                                "threshold": "otsu"}
+    assert all(type(v) in (str, float, bool) for v in config.scoring().values())
+    assert config_hash(config.scoring()) == "45b54c"
+    builtin = CoarseConfig(saliency="builtin", b=0.0, workers=3, overwrite=True)  # plain strings work too
+    assert builtin.scoring()["max_objects"] == 3 and config_hash(builtin.scoring()) == "3ad810"
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    ({"threshold": "nope"}, "threshold must be one of adaptive, otsu, got 'nope'"),
+    ({"saliency": "nope"}, "saliency must be one of auto, store, builtin, got 'nope'"),
+    ({"ac_formula": "nope"}, "ac_formula must be one of standard, paper, got 'nope'"),
+    ({"b": float("nan")}, "b must be a number >= 0"),
+    ({"max_objects": 0}, "max_objects must be at least 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+])
+def test_bad_settings_name_their_parameter(change: dict[str, object], fragment: str) -> None:
+    with pytest.raises(InputError, match=re.escape(fragment)) as info:
+        check_config(CoarseConfig(**change))  # type: ignore[arg-type]
+    assert info.value.params == tuple(change)
+
+
+def test_check_config_turns_choices_into_enums() -> None:
+    checked = check_config(CoarseConfig(threshold="adaptive", ac_formula="paper", saliency="builtin"))
+    assert (checked.threshold, checked.ac_formula, checked.saliency) == (Threshold.adaptive, AcFormula.paper,
+                                                                         Saliency.builtin)
+
+
 def test_columns_hold_eq3_to_eq5(demo_store: Path, tmp_path: Path) -> None:
     path = _copy(demo_store, tmp_path)
-    summary = score_coarse(path, CoarseConfig(workers=1, b=0.3))
+    summary = run(CoarseConfig(store=str(path), workers=1, b=0.3))
     assert summary.computed == 48 and not summary.nothing_to_do
     with MaskStore(path) as st:
         cols = {c: st.score(c).astype(np.float64) for c in COLUMNS}
         np.testing.assert_allclose(cols["ac"], cols["f1"] * cols["f"] ** 0.3, rtol=1e-5)
         np.testing.assert_allclose(cols["sc"], cols["ac"] * cols["cd"], rtol=1e-5)
-        np.testing.assert_allclose(cols["cd"], metrics.class_distribution(st.class_histogram("proxy"), st.tags), rtol=1e-5)
+        np.testing.assert_allclose(cols["cd"], metrics.class_distribution(st.class_histogram("proxy"), st.tags),
+                                   rtol=1e-5)
         for c in COLUMNS:
             assert ((cols[c] >= 0) & (cols[c] <= 1)).all()
         assert st.score_meta("sc")["config"]["b"] == 0.3
@@ -66,8 +104,8 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run(demo_store: Path, tm
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     killed, clean = _copy(demo_store, tmp_path / "a"), _copy(demo_store, tmp_path / "b")
-    code = (f"from salcurate.scoring.coarse import CoarseConfig, score_coarse\n"
-            f"score_coarse({str(killed)!r}, CoarseConfig(workers=1, batch_size=4, saliency='builtin'))\n")
+    code = (f"from salcurate.scoring.coarse import CoarseConfig, run\n"
+            f"run(CoarseConfig(store={str(killed)!r}, workers=1, batch_size=4, saliency='builtin'))\n")
     child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     done_file = next_done = None
     deadline = time.time() + 60
@@ -85,9 +123,9 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run(demo_store: Path, tm
     with MaskStore(killed) as st:
         assert "sc" not in st.score_names()  # nothing half-made reached the store
 
-    resumed = score_coarse(killed, CoarseConfig(workers=1, batch_size=4, saliency="builtin"))
+    resumed = run(CoarseConfig(store=str(killed), workers=1, batch_size=4, saliency="builtin"))
     assert resumed.resumed >= next_done and resumed.computed == 48 - resumed.resumed
-    score_coarse(clean, CoarseConfig(workers=1, batch_size=4, saliency="builtin"))
+    run(CoarseConfig(store=str(clean), workers=1, batch_size=4, saliency="builtin"))
     with MaskStore(killed) as a, MaskStore(clean) as b:
         for c in COLUMNS:
             np.testing.assert_array_equal(a.score(c), b.score(c))
@@ -101,8 +139,8 @@ def test_two_workers_give_the_same_result_as_one(demo_store: Path, tmp_path: Pat
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     one, two = _copy(demo_store, tmp_path / "a"), _copy(demo_store, tmp_path / "b")
-    score_coarse(one, CoarseConfig(workers=1))
-    score_coarse(two, CoarseConfig(workers=2))
+    run(CoarseConfig(store=str(one), workers=1))
+    run(CoarseConfig(store=str(two), workers=2))
     with MaskStore(one) as a, MaskStore(two) as b:
         for c in COLUMNS:
             np.testing.assert_array_equal(a.score(c), b.score(c))
@@ -112,7 +150,7 @@ def test_crf_path_runs_end_to_end_on_decoded_images(demo_store: Path, tmp_path: 
     """--crf through score-coarse: images come from Pillow as read-only arrays."""
     pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (the crf extra) is not installed")
     path = _copy(demo_store, tmp_path)
-    score_coarse(path, CoarseConfig(workers=1, crf=True))
+    run(CoarseConfig(store=str(path), workers=1, crf=True))
     with MaskStore(path) as st:
         sc = st.score("sc")
         assert st.score_meta("sc")["config"]["crf"] is True

@@ -19,6 +19,7 @@ from salcurate.data.demo_data import (
     make_demo_sample,
 )
 from salcurate.errors import InputError
+from salcurate.events import Events
 from salcurate.imageio import read_grey_png, read_label_png
 
 SMALL = DemoConfig(num_images=16, size=64, seed=3)
@@ -42,6 +43,20 @@ def _foreground_f1(gt: np.ndarray, proxy: np.ndarray) -> float:
     return 2 * int((g & p).sum()) / total if total else 1.0
 
 
+class _Recorder(Events):
+    """Remembers the events a command sends."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.advanced: list[int] = []
+
+    def start(self, total: int, done: int = 0, *, label: str = "") -> None:
+        self.started.append(total)
+
+    def advance(self, n: int = 1, **info: object) -> None:
+        self.advanced.append(n)
+
+
 def _all_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -49,9 +64,10 @@ def _all_bytes(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo") / "data"
-    calls: list[int] = []
-    summary = make_demo_dataset(root, SMALL, progress=calls.append)
-    assert sum(calls) == SMALL.num_images
+    events = _Recorder()
+    summary = make_demo_dataset(root, SMALL, events=events)
+    assert events.started == [SMALL.num_images]
+    assert sum(events.advanced) == SMALL.num_images
     assert summary.root == root
     assert summary.num_images == 16
     assert summary.class_names == CLASS_NAMES
@@ -64,7 +80,8 @@ def test_layout_and_counts(small: Path) -> None:
     ids = sorted(train + val)
     assert len(train) == 12 and len(val) == 4 and not set(train) & set(val)
     assert ids == [f"demo_{i:06d}" for i in range(16)]
-    for folder, suffix in [("JPEGImages", ".jpg"), ("SegmentationClass", ".png"), ("Proxy", ".png"), ("Saliency", ".png")]:
+    for folder, suffix in [("JPEGImages", ".jpg"), ("SegmentationClass", ".png"), ("Proxy", ".png"),
+                           ("Saliency", ".png")]:
         assert sorted(p.name for p in (small / folder).iterdir()) == [i + suffix for i in ids]
     assert (small / "class_names.txt").read_text().splitlines() == list(CLASS_NAMES)
     assert CLASS_NAMES[0] == "background" and NUM_FG == 6
@@ -176,7 +193,8 @@ def test_saliency_covers_objects() -> None:
 
 @pytest.mark.parametrize(
     "field, value",
-    [("num_images", 7), ("size", 31), ("val_fraction", 0.0), ("val_fraction", 1.0), ("fault_strength", -0.1), ("seed", -1)],
+    [("num_images", 7), ("size", 31), ("val_fraction", 0.0), ("val_fraction", 1.0), ("fault_strength", -0.1),
+     ("seed", -1)],
 )
 def test_bad_config(field: str, value: object) -> None:
     with pytest.raises(InputError, match=field) as info:

@@ -19,7 +19,10 @@ from typer.testing import Result
 
 from salcurate.errors import InputError, StoreError
 from salcurate.evaluation import evaluate as ev
+from salcurate.evaluation import inference as inf
+from salcurate.evaluation import predict as pr
 from salcurate.evaluation.inference import InferenceConfig
+from salcurate.events import Events
 from salcurate.imageio import read_label_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,8 +65,22 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         fake["loaded"].append((str(path), str(device)))
         return fake["net"], {"class_names": fake["class_names"], "config": {"backbone": "fake"}}, normalise
 
-    monkeypatch.setattr(ev, "load_segmentation_model", load)
+    monkeypatch.setattr(inf, "load_segmentation_model", load)
     return fake
+
+
+class Recorder(Events):
+    """The events a command sends: ``started`` totals, ``ticks`` advances."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.ticks: list[int] = []
+
+    def start(self, total: int, done: int = 0, *, label: str = "") -> None:
+        self.started.append(total)
+
+    def advance(self, n: int = 1, **info: Any) -> None:
+        self.ticks.append(n)
 
 
 def flat(text: str) -> str:
@@ -105,7 +122,7 @@ def config(store: Path, **kwargs: Any) -> ev.EvaluateConfig:
     (False, True, False, ["single-scale", "single-scale + flip"]),
 ])
 def test_settings_for(multiscale: bool, flip: bool, crf: bool, names: list[str]) -> None:
-    settings = ev.settings_for(multiscale=multiscale, flip=flip, crf=crf, scales=(0.5, 0.75, 1.0))
+    settings = inf.settings_for(multiscale=multiscale, flip=flip, crf=crf, scales=(0.5, 0.75, 1.0))
     assert [s.name for s in settings] == names
     assert settings[0].passes == [(1.0, False)]
     if multiscale and flip:
@@ -114,14 +131,14 @@ def test_settings_for(multiscale: bool, flip: bool, crf: bool, names: list[str])
 
 def test_settings_for_error() -> None:
     with pytest.raises(InputError, match="expected a non-empty list of scales, got"):
-        ev.settings_for(multiscale=True, flip=False, crf=False, scales=())
+        inf.settings_for(multiscale=True, flip=False, crf=False, scales=())
 
 
-# -- evaluate_store with a fake model --------------------------------------------------------------------
+# -- evaluate.run with a fake model --------------------------------------------------------------------
 def test_evaluate_store_by_hand(tiny_store: Path, tiny_voc: TinyVoc, fake_model: dict[str, Any]) -> None:
-    started: list[int] = []
-    ticks: list[int] = []
-    res = ev.evaluate_store(config(tiny_store, split="train"), on_start=started.append, progress=ticks.append)
+    events = Recorder()
+    res = ev.run(config(tiny_store, split="train"), events=events)
+    started, ticks = events.started, events.ticks
     ids = tiny_voc.splits["train"]
     iou, accuracy = background_expectation(tiny_voc, ids)
     assert started == [4] and ticks == [1] * 4 and res.num_images == 4
@@ -137,9 +154,10 @@ def test_evaluate_store_by_hand(tiny_store: Path, tiny_voc: TinyVoc, fake_model:
     assert res.model_info["class_names"] == list(CLASS_NAMES) and res.device == "cpu"
 
 
-def test_evaluate_store_perfect_class_and_limit(tiny_store: Path, tiny_voc: TinyVoc, fake_model: dict[str, Any]) -> None:
+def test_evaluate_store_perfect_class_and_limit(tiny_store: Path, tiny_voc: TinyVoc,
+                                                fake_model: dict[str, Any]) -> None:
     fake_model["net"] = ConstantNet(2)
-    res = ev.evaluate_store(config(tiny_store, split="train", limit=1, multiscale=False))
+    res = ev.run(config(tiny_store, split="train", limit=1, multiscale=False))
     assert res.num_images == 1 and len(res.settings) == 1
     g = tiny_voc.gt[tiny_voc.splits["train"][0]]
     g = g[g != 255]
@@ -151,7 +169,7 @@ def test_evaluate_store_with_crf_and_saved_masks(tiny_store: Path, tmp_path: Pat
     pytest.importorskip("pydensecrf.densecrf")
     fake_model["net"] = ConstantNet(3)
     masks = tmp_path / "masks" / "val"
-    res = ev.evaluate_store(config(tiny_store, crf=True, inference=InferenceConfig(flip=True), save_masks=str(masks)))
+    res = ev.run(config(tiny_store, inference=InferenceConfig(flip=True, crf=True), save_masks=str(masks)))
     assert [s.name for s in res.settings] == ["single-scale", "multi-scale + flip", "multi-scale + flip + CRF"]
     assert res.num_images == 1  # val: s005 (s006 has no ground truth)
     saved = read_label_png(masks / "s005.png")
@@ -166,16 +184,16 @@ def test_class_names_must_match_the_store(tiny_store: Path, fake_model: dict[str
     fake_model["class_names"] = ["background", "widget", "doohickey", "gizmo"]
     with pytest.raises(InputError, match=r"the class names of model fake.pt differ from those of store .*tiny.h5 "
                                          r"\(class 2 is 'doohickey' in the model and 'gadget' in the store\)"):
-        ev.evaluate_store(config(tiny_store))
+        ev.run(config(tiny_store))
     fake_model["class_names"] = ["background", "widget"]
     with pytest.raises(InputError, match=r"\(2 classes in the model, 4 in the store\)"):
-        ev.evaluate_store(config(tiny_store))
+        ev.run(config(tiny_store))
 
 
 def test_model_with_wrong_output_channels(tiny_store: Path, fake_model: dict[str, Any]) -> None:
     fake_model["net"] = ConstantNet(0, num_outputs=K + 1)
     with pytest.raises(InputError, match="the model predicts 5 classes but its class list has 4"):
-        ev.evaluate_store(config(tiny_store))
+        ev.run(config(tiny_store))
 
 
 @pytest.fixture
@@ -188,38 +206,39 @@ def store_with_a_split_without_gt(tiny_voc: TinyVoc, tmp_path: Path) -> Path:
 
 def test_split_without_ground_truth(store_with_a_split_without_gt: Path, fake_model: dict[str, Any]) -> None:
     with pytest.raises(StoreError, match=r"split 'nogt' has no samples with ground truth; splits with ground truth: "
-                                         r"train \(4\); pass --split"):
-        ev.evaluate_store(config(store_with_a_split_without_gt, split="nogt"))
+                                         r"train \(4\); pass split"):
+        ev.run(config(store_with_a_split_without_gt, split="nogt"))
     with pytest.raises(StoreError, match=r"no split 'val' in the store \(it has: nogt, train\)"):
-        ev.evaluate_store(config(store_with_a_split_without_gt, split="val"))
+        ev.run(config(store_with_a_split_without_gt, split="val"))
     assert fake_model["loaded"] == []  # the store is checked before the model is loaded
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"limit": 0}, r"--limit must be a whole number >= 1, got 0"),
-    ({"device": "tpu"}, r"--device must be auto, cpu or cuda, got 'tpu'"),
+    ({"limit": 0}, r"limit must be a whole number >= 1, got 0"),
+    ({"device": "tpu"}, r"device must be auto, cpu or cuda, got 'tpu'"),
 ])
 def test_evaluate_config_errors(tiny_store: Path, fake_model: dict[str, Any], kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
-        ev.evaluate_store(config(tiny_store, **kwargs))
+        ev.run(config(tiny_store, **kwargs))
 
 
 def test_save_masks_path_that_is_a_file(tiny_store: Path, tmp_path: Path, fake_model: dict[str, Any]) -> None:
     (tmp_path / "f").write_text("x")
-    with pytest.raises(InputError, match=r"--save-masks .*f exists and is not a folder"):
-        ev.evaluate_store(config(tiny_store, save_masks=str(tmp_path / "f")))
+    with pytest.raises(InputError, match=r"save_masks .*f exists and is not a folder"):
+        ev.run(config(tiny_store, save_masks=str(tmp_path / "f")))
 
 
 def test_missing_model_file_with_the_real_loader(tiny_store: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"model .*nope.pt not found; pass a model file \(or run folder\) written by `salcurate retrain`"):
-        ev.evaluate_store(ev.EvaluateConfig(store=str(tiny_store), model=str(tmp_path / "nope.pt"), device="cpu"))
+    with pytest.raises(InputError, match=r"model .*nope.pt not found; pass a model file \(or run folder\) "
+                                         r"written by `salcurate retrain`"):
+        ev.run(ev.EvaluateConfig(store=str(tiny_store), model=str(tmp_path / "nope.pt"), device="cpu"))
     with pytest.raises(InputError, match=r"model .* is a folder without model.pt; pass a model file \(or run folder\)"):
-        ev.evaluate_store(ev.EvaluateConfig(store=str(tiny_store), model=str(tmp_path), device="cpu"))
+        ev.run(ev.EvaluateConfig(store=str(tiny_store), model=str(tmp_path), device="cpu"))
 
 
 # -- JSON and Markdown -----------------------------------------------------------------------------------
 def test_to_json_and_markdown(tiny_store: Path, tiny_voc: TinyVoc, fake_model: dict[str, Any]) -> None:
-    res = ev.evaluate_store(config(tiny_store, split="train"))
+    res = ev.run(config(tiny_store, split="train"))
     iou, _ = background_expectation(tiny_voc, tiny_voc.splits["train"])
     data = ev.to_json(res)
     text = json.dumps(data, allow_nan=False)  # NaN became None
@@ -242,13 +261,13 @@ def test_to_json_and_markdown(tiny_store: Path, tiny_voc: TinyVoc, fake_model: d
 
 
 def test_result_functions_reject_other_objects() -> None:
-    with pytest.raises(InputError, match="expected an EvaluationResult from evaluate_store"):
+    with pytest.raises(InputError, match="expected an EvaluationResult from salcurate.evaluation.evaluate.run"):
         ev.to_markdown({})  # type: ignore[arg-type]
     with pytest.raises(InputError, match="expected an EvaluateConfig, got dict"):
-        ev.evaluate_store({})  # type: ignore[arg-type]
+        ev.run({})  # type: ignore[arg-type]
 
 
-# -- predict_images ------------------------------------------------------------------------------------
+# -- predict.run ---------------------------------------------------------------------------------------
 def write_images(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -259,45 +278,49 @@ def write_images(folder: Path) -> list[Path]:
     return paths
 
 
+def predict_config(images: list[Path], output: Path, **kwargs: Any) -> pr.PredictConfig:
+    return pr.PredictConfig(model="fake.pt", images=tuple(map(str, images)), output=str(output), **kwargs)
+
+
 def test_predict_images(tmp_path: Path, fake_model: dict[str, Any]) -> None:
     fake_model["net"] = ConstantNet(1)
     images = write_images(tmp_path / "in")
-    ticks: list[int] = []
-    res = ev.predict_images(ev.PredictConfig(model="fake.pt", out=str(tmp_path / "out"), device="cpu"), images,
-                            progress=ticks.append)
+    events = Recorder()
+    res = pr.run(predict_config(images, tmp_path / "out", device="cpu"), events=events)
+    ticks = events.ticks
     assert res.written == 2 and res.setting == "multi-scale" and ticks == [1, 1]
     a, b = read_label_png(tmp_path / "out/a.png"), read_label_png(tmp_path / "out/b.png")
     assert a.shape == (20, 28) and b.shape == (17, 9) and (a == 1).all() and (b == 1).all()
     record = json.loads((tmp_path / "out/predict.json").read_text())
     assert record["config"]["setting"] == "multi-scale" and record["class_names"] == list(CLASS_NAMES)
     # a folder works as well as its files
-    res = ev.predict_images(ev.PredictConfig(model="fake.pt", out=str(tmp_path / "out2"), multiscale=False,
-                                             device="cpu"), [tmp_path / "in"])
+    res = pr.run(predict_config([tmp_path / "in"], tmp_path / "out2", multiscale=False, device="cpu"))
     assert res.written == 2 and res.setting == "single-scale" and (tmp_path / "out2/b.png").exists()
 
 
 def test_predict_images_errors(tmp_path: Path, fake_model: dict[str, Any]) -> None:
     images = write_images(tmp_path / "in")
-    cfg = ev.PredictConfig(model="fake.pt", out=str(tmp_path / "out"), device="cpu")
+    out = tmp_path / "out"
     with pytest.raises(InputError, match="no images given; pass image files"):
-        ev.predict_images(cfg, [])
+        pr.run(predict_config([], out, device="cpu"))
     with pytest.raises(InputError, match=r"image .*missing.jpg not found"):
-        ev.predict_images(cfg, [*images, tmp_path / "missing.jpg"])
+        pr.run(predict_config([*images, tmp_path / "missing.jpg"], out, device="cpu"))
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(InputError, match=r"bad.jpg: expected a readable image, but it does not decode"):
-        ev.predict_images(cfg, [*images, tmp_path / "bad.jpg"])
+        pr.run(predict_config([*images, tmp_path / "bad.jpg"], out, device="cpu"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other/a.jpg").write_bytes((tmp_path / "in/b.jpg").read_bytes())
     with pytest.raises(InputError, match=r"a.png and .*a.jpg would both be written to .*a.png"):
-        ev.predict_images(cfg, [images[0], tmp_path / "other/a.jpg"])
+        pr.run(predict_config([images[0], tmp_path / "other/a.jpg"], out, device="cpu"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match=r"output .*file exists and is not a folder"):
-        ev.predict_images(ev.PredictConfig(model="fake.pt", out=str(tmp_path / "file")), images)
+        pr.run(predict_config(images, tmp_path / "file"))
     assert fake_model["loaded"] == [] and not (tmp_path / "out").exists()  # nothing ran, nothing written
 
 
 # -- CLI -------------------------------------------------------------------------------------------------
-def test_cli_evaluate_prints_table_and_writes_files(tiny_store: Path, tmp_path: Path, fake_model: dict[str, Any]) -> None:
+def test_cli_evaluate_prints_table_and_writes_files(tiny_store: Path, tmp_path: Path,
+                                                    fake_model: dict[str, Any]) -> None:
     j, md = tmp_path / "r/eval.json", tmp_path / "r/eval.md"
     result = invoke(["evaluate", tiny_store, "--model", "fake.pt", "--split", "train", "--device", "cpu",
                      "--scales", "0.5,1", "--json", j, "--markdown", md])
@@ -319,15 +342,18 @@ def test_cli_evaluate_no_multi_scale(tiny_store: Path, fake_model: dict[str, Any
 
 @pytest.mark.parametrize(("args", "fragments"), [
     ([], ["no model given; pass the SAL-Net model file with --model PATH"]),
-    (["--model", "fake.pt", "--scales", "0.5,x"], ["--scales expects numbers separated by commas like 0.5,0.75,1.0, got '0.5,x'"]),
+    (["--model", "fake.pt", "--scales", "0.5,x"],
+     ["--scales expects numbers separated by commas like 0.5,0.75,1.0, got '0.5,x'"]),
     (["--model", "fake.pt", "--scales", "0,1"], ["scales must be numbers in (0, 8]"]),
     (["--model", "fake.pt", "--split", "test"], ["no split 'test' in the store (it has: train, val)"]),
 ])
-def test_cli_evaluate_errors(tiny_store: Path, fake_model: dict[str, Any], args: list[str], fragments: list[str]) -> None:
+def test_cli_evaluate_errors(tiny_store: Path, fake_model: dict[str, Any], args: list[str],
+                             fragments: list[str]) -> None:
     assert_error(invoke(["evaluate", tiny_store, "--device", "cpu", *args]), *fragments)
 
 
-def test_cli_evaluate_split_without_ground_truth(store_with_a_split_without_gt: Path, fake_model: dict[str, Any]) -> None:
+def test_cli_evaluate_split_without_ground_truth(store_with_a_split_without_gt: Path,
+                                                 fake_model: dict[str, Any]) -> None:
     assert_error(invoke(["evaluate", store_with_a_split_without_gt, "--model", "x.pt", "--split", "nogt"]),
                  "split 'nogt' has no samples with ground truth; splits with ground truth: train (4)")
 
@@ -349,7 +375,8 @@ def test_cli_device_cuda_without_gpu(tiny_store: Path, tmp_path: Path, fake_mode
 def test_cli_predict(tmp_path: Path, fake_model: dict[str, Any]) -> None:
     fake_model["net"] = ConstantNet(2)
     images = write_images(tmp_path / "in")
-    result = invoke(["predict", "fake.pt", *images, "-o", tmp_path / "out", "--single-scale", "--flip", "--device", "cpu"])
+    result = invoke(["predict", "fake.pt", *images, "-o", tmp_path / "out", "--single-scale", "--flip",
+                     "--device", "cpu"])
     assert_ok(result)
     assert "wrote 2 label maps to" in flat(result.stdout) and "single-scale + flip" in result.stdout
     assert (read_label_png(tmp_path / "out/a.png") == 2).all()
@@ -363,6 +390,68 @@ def test_cli_predict_errors(tmp_path: Path, fake_model: dict[str, Any]) -> None:
     assert_error(invoke(["predict", "fake.pt", tmp_path / "gone.png", "-o", tmp_path / "out"]), "gone.png not found")
 
 
+def test_cli_help_lists_the_options_from_the_configs() -> None:
+    ev_help = flat(invoke(["evaluate", "--help"]).stdout)
+    for text in ("-m, --model", "--multi-scale / --no-multi-scale", "Also report multi-scale inference.", "--scales",
+                 "--flip", "--crf", "--device", "--split", "--json", "--markdown", "--save-masks", "--limit",
+                 "Evaluate only the first N images.", "STORE"):
+        assert text in ev_help, text
+    pr_help = flat(invoke(["predict", "--help"]).stdout)
+    for text in ("MODEL", "IMAGES", "Image files, or folders of images.", "-o, --output",
+                 "--multi-scale / --single-scale", "Multi-scale inference (max fusion).", "--scales", "--flip",
+                 "--crf", "--device"):
+        assert text in pr_help, text
+    assert "crf-iterations" not in ev_help + pr_help  # a TOML / Python setting only
+
+
+def test_cli_errors_name_flags_where_the_library_names_parameters(tiny_store: Path, tmp_path: Path,
+                                                                  fake_model: dict[str, Any],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "f").write_text("x")
+    assert_error(invoke(["evaluate", tiny_store, "-m", "fake.pt", "--save-masks", tmp_path / "f"]),
+                 "--save-masks ", "f exists and is not a folder")
+    assert_error(invoke(["predict", "fake.pt", tmp_path / "f", "-o", tmp_path / "f"]),
+                 "--output ", "f exists and is not a folder")
+    monkeypatch.setattr(inf, "crf_available", lambda: False)
+    assert_error(invoke(["evaluate", tiny_store, "-m", "fake.pt", "--crf"]),
+                 "needs pydensecrf", "pip install 'salcurate[crf]'", "or leave out --crf")
+    assert_error(invoke(["predict", "fake.pt", tmp_path / "f", "--crf"]), "or leave out --crf")
+
+
+def test_cli_config_file_sets_the_crf_settings(tiny_store: Path, tmp_path: Path, fake_model: dict[str, Any]) -> None:
+    toml = tmp_path / "eval.toml"
+    toml.write_text('model = "fake.pt"\nsplit = "train"\n[inference]\nscales = [0.5, 1.0]\ncrf_iterations = 2\n')
+    j = tmp_path / "eval.json"
+    assert_ok(invoke(["evaluate", tiny_store, "--config", toml, "--device", "cpu", "--flip", "--json", j]))
+    data = json.loads(j.read_text())["config"]
+    assert data["model"] == "fake.pt" and data["split"] == "train" and data["inference"]["crf_iterations"] == 2
+    assert data["inference"]["scales"] == [0.5, 1.0] and data["inference"]["flip"] is True  # file, then options
+
+
+def test_results_are_plain_data_with_the_resolved_config(tiny_store: Path, tmp_path: Path,
+                                                         fake_model: dict[str, Any]) -> None:
+    res = ev.run(config(tiny_store, split="train", multiscale=False))
+    data = res.to_dict()
+    assert data == ev.to_json(res) and json.loads(json.dumps(data, allow_nan=False)) == data
+    assert data["config"]["device"] == "cpu" and data["config"]["inference"]["scales"] == [0.5, 0.75, 1.0]
+    assert data["config"]["settings"] == ["single-scale"]
+    images = write_images(tmp_path / "in")
+    out = pr.run(predict_config(images, tmp_path / "out", device="cpu")).to_dict()
+    assert out["written"] == 2 and out["output"] == str(tmp_path / "out") and out["setting"] == "multi-scale"
+    record = json.loads((tmp_path / "out/predict.json").read_text())
+    assert record["config"]["images"] == [str(f) for f in images] and record["config"]["device"] == "cpu"
+
+
+def test_run_rejects_a_config_without_model_and_other_objects(tiny_store: Path) -> None:
+    with pytest.raises(InputError, match=r"no SAL-Net checkpoint given; set model to a file") as info:
+        ev.run(ev.EvaluateConfig(store=str(tiny_store)))
+    assert info.value.params == ("model",)
+    with pytest.raises(InputError, match="expected a PredictConfig, got dict"):
+        pr.run({})  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="expected a list of image paths as images, got str"):
+        pr.run(pr.PredictConfig(model="fake.pt", images="a.jpg"))  # type: ignore[arg-type]
+
+
 # -- with a real SAL-Net checkpoint ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def salnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -372,7 +461,8 @@ def salnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(salnet.save_model(tmp_path_factory.mktemp("run") / "model.pt", model, class_names=CLASS_NAMES))
 
 
-def test_real_model_evaluate_and_predict(tiny_store: Path, tiny_voc: TinyVoc, salnet_file: Path, tmp_path: Path) -> None:
+def test_real_model_evaluate_and_predict(tiny_store: Path, tiny_voc: TinyVoc, salnet_file: Path,
+                                         tmp_path: Path) -> None:
     j = tmp_path / "eval.json"
     assert_ok(invoke(["evaluate", tiny_store, "--model", salnet_file, "--split", "train", "--device", "cpu",
                       "--json", j, "--save-masks", tmp_path / "masks"]))
@@ -380,10 +470,12 @@ def test_real_model_evaluate_and_predict(tiny_store: Path, tiny_voc: TinyVoc, sa
     assert [s["name"] for s in data["settings"]] == ["single-scale", "multi-scale"]
     assert data["model"]["class_names"] == list(CLASS_NAMES) and data["model"]["config"]["backbone"] == "resnet18"
     for s in data["settings"]:
-        assert np.array(s["confusion_matrix"]).sum() == sum(int((tiny_voc.gt[i] != 255).sum()) for i in tiny_voc.splits["train"])
+        assert np.array(s["confusion_matrix"]).sum() == sum(int((tiny_voc.gt[i] != 255).sum())
+                                                            for i in tiny_voc.splits["train"])
     for i in tiny_voc.splits["train"]:
         assert read_label_png(tmp_path / "masks" / f"{i}.png").shape == tiny_voc.sizes[i]
-    result = invoke(["predict", salnet_file.parent, tiny_voc.images["s001"], "-o", tmp_path / "pred", "--device", "cpu"])
+    result = invoke(["predict", salnet_file.parent, tiny_voc.images["s001"], "-o", tmp_path / "pred",
+                     "--device", "cpu"])
     assert_ok(result)
     labels = read_label_png(tmp_path / "pred/s001.png")
     assert labels.shape == tiny_voc.sizes["s001"] and labels.max() < K
@@ -396,8 +488,10 @@ def test_real_loader_rejects_other_files(tiny_store: Path, tmp_path: Path, salne
                  "weights.pt is not a SAL-Net model file")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    assert_error(invoke(["predict", text, tiny_store, "-o", tmp_path / "out"]), "does not decode")  # the image is checked first
-    assert_error(invoke(["evaluate", tiny_store, "--model", text, "--device", "cpu"]), "notes.txt is not a SAL-Net model file")
+    # the image is checked first
+    assert_error(invoke(["predict", text, tiny_store, "-o", tmp_path / "out"]), "does not decode")
+    assert_error(invoke(["evaluate", tiny_store, "--model", text, "--device", "cpu"]),
+                 "notes.txt is not a SAL-Net model file")
 
 
 def test_real_model_with_other_class_names(tiny_store: Path, tmp_path: Path) -> None:
@@ -427,8 +521,8 @@ def test_evaluate_passes_agree_with_predict_probabilities() -> None:
 
     image = np.random.default_rng(1).integers(0, 256, (29, 37, 3), dtype=np.uint8)
     net = ConvNet().eval()
-    settings = ev.settings_for(multiscale=True, flip=True, crf=False, scales=(0.5, 0.75, 1.0))
-    got = ev._predict_settings(net, normalise, image, settings, InferenceConfig(), torch.device("cpu"), CLASS_NAMES)
+    settings = inf.settings_for(multiscale=True, flip=True, crf=False, scales=(0.5, 0.75, 1.0))
+    got = inf.predict_settings(net, normalise, image, settings, InferenceConfig(), torch.device("cpu"), CLASS_NAMES)
     single = predict_probabilities(net, image, preprocess=normalise)
     multi = predict_probabilities(net, image, scales=(0.5, 0.75, 1.0), flip=True, preprocess=normalise)
     np.testing.assert_array_equal(got[0][0], single.argmax(0))

@@ -51,15 +51,19 @@ def test_confusion_matrix_of_a_batch_is_the_sum_and_accumulates() -> None:
 
 
 def test_confusion_matrix_takes_torch_tensors() -> None:
-    cm = m.confusion_matrix(torch.from_numpy(PRED.astype(np.int64)), torch.from_numpy(GT.astype(np.int64)), num_classes=3)
+    cm = m.confusion_matrix(torch.from_numpy(PRED.astype(np.int64)), torch.from_numpy(GT.astype(np.int64)),
+                            num_classes=3)
     np.testing.assert_array_equal(cm, CM)
 
 
 @pytest.mark.parametrize(("pred", "gt", "kwargs", "message"), [
     (PRED + 1, GT, {"num_classes": 3}, r"predicted labels must lie in 0\.\.2, got values 1\.\.3; check num_classes"),
-    (PRED, np.where(GT == 2, 7, GT).astype(np.uint8), {"num_classes": 3}, r"ground-truth labels must lie in 0\.\.2 or be 255 \(ignore\), got 7"),
-    (PRED[:, :3], GT, {"num_classes": 3}, r"expected prediction and ground truth of one shape, got \(3, 3\) and \(3, 4\)"),
-    (PRED.astype(np.float32), GT, {"num_classes": 3}, r"expected integer label maps, got float32 and uint8; take argmax"),
+    (PRED, np.where(GT == 2, 7, GT).astype(np.uint8), {"num_classes": 3},
+     r"ground-truth labels must lie in 0\.\.2 or be 255 \(ignore\), got 7"),
+    (PRED[:, :3], GT, {"num_classes": 3},
+     r"expected prediction and ground truth of one shape, got \(3, 3\) and \(3, 4\)"),
+    (PRED.astype(np.float32), GT, {"num_classes": 3},
+     r"expected integer label maps, got float32 and uint8; take argmax"),
     (PRED, GT, {"num_classes": 0}, r"num_classes must be a whole number >= 1 \(K = C \+ 1\), got 0"),
     (PRED, GT, {"num_classes": 3, "ignore_index": 1}, r"ignore_index 1 is one of the 3 class indices"),
 ])
@@ -95,7 +99,8 @@ def test_empty_confusion_matrix_gives_nan_without_warnings() -> None:
         assert np.isnan(m.mean_iou(empty)) and np.isnan(m.pixel_accuracy(empty)) and np.isnan(m.mean_accuracy(empty))
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 3), np.int64), np.zeros(3, np.int64), np.full((2, 2), 0.5), -np.eye(2, dtype=np.int64)])
+@pytest.mark.parametrize("bad", [np.zeros((2, 3), np.int64), np.zeros(3, np.int64), np.full((2, 2), 0.5),
+                                 -np.eye(2, dtype=np.int64)])
 def test_bad_confusion_matrix(bad: np.ndarray) -> None:
     with pytest.raises(InputError, match=r"expected a \(K, K\) confusion matrix of non-negative pixel counts"):
         m.iou_from_confusion(bad)

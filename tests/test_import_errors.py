@@ -516,4 +516,5 @@ def test_export_unknown_option_value(option: list[str], fragments: list[str], ti
 
 
 def test_export_too_many_paths(tiny_store: Path, tmp_path: Path) -> None:
-    assert_one_line_error(invoke(["export", tiny_store, tmp_path / "a", tmp_path / "b"]), "expected [STORE] OUT, got 3 paths")
+    assert_one_line_error(invoke(["export", tiny_store, tmp_path / "a", tmp_path / "b"]),
+                          "expected [STORE] OUT, got 3 paths")

@@ -13,8 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salcurate import config as cfg
 from salcurate.errors import InputError
-from salcurate.evaluation.inference import InferenceConfig, crf_segmentation, predict_probabilities
+from salcurate.evaluation.inference import (
+    InferenceConfig,
+    check_scales,
+    crf_segmentation,
+    predict_probabilities,
+    require_crf,
+    settings_for,
+)
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -89,7 +97,8 @@ def test_smoke_shape_dtype_and_distribution() -> None:
 def test_single_scale_is_the_upsampled_softmax_of_attended() -> None:
     image = two_colour_image()
     x = normalise(image)[None]
-    expected = F.interpolate(torch.softmax(ColourNet()(x).attended, 1), size=(40, 48), mode="bilinear", align_corners=False)
+    expected = F.interpolate(torch.softmax(ColourNet()(x).attended, 1), size=(40, 48), mode="bilinear",
+                             align_corners=False)
     prob = predict_probabilities(ColourNet(), image, scales=(1.0,), preprocess=normalise, device="cpu")
     np.testing.assert_allclose(prob, expected[0].numpy(), atol=1e-6)
     labels = prob.argmax(0)
@@ -127,10 +136,12 @@ def test_tiny_image_and_tiny_scale() -> None:
 
 
 @pytest.mark.parametrize(("image", "scales", "message"), [
-    (np.zeros((8, 8), np.uint8), (1.0,), r"expected the image as an \(H, W, 3\) uint8 RGB array.*got uint8 array of shape \(8, 8\)"),
+    (np.zeros((8, 8), np.uint8), (1.0,),
+     r"expected the image as an \(H, W, 3\) uint8 RGB array.*got uint8 array of shape \(8, 8\)"),
     (np.zeros((8, 8, 3), np.float32), (1.0,), r"expected the image as an \(H, W, 3\) uint8 RGB array.*got float32"),
     (np.zeros((8, 8, 3), np.uint8), (), r"scales must be a non-empty list of numbers in \(0, 8\]"),
-    (np.zeros((8, 8, 3), np.uint8), (0.0, 1.0), r"scales must be a non-empty list of numbers in \(0, 8\], e.g. \(0.5, 0.75, 1.0\), got \(0.0, 1.0\)"),
+    (np.zeros((8, 8, 3), np.uint8), (0.0, 1.0),
+     r"scales must be a non-empty list of numbers in \(0, 8\], e.g. \(0.5, 0.75, 1.0\), got \(0.0, 1.0\)"),
 ])
 def test_predict_errors(image: np.ndarray, scales: tuple, message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -155,6 +166,51 @@ def test_inference_config_defaults_are_the_papers() -> None:
 def test_inference_config_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         InferenceConfig(**kwargs)
+
+
+def test_inference_config_from_toml_data_and_its_crf_settings() -> None:
+    c = cfg.from_dict(InferenceConfig, {"scales": "1,0.5", "crf": True, "crf_iterations": 3, "crf_bilateral_srgb": 5})
+    assert c.scales == (1.0, 0.5) and c.crf is True and c.crf_params()["iterations"] == 3
+    assert c.crf_params()["bilateral_srgb"] == 5
+    cli = {fi.name for fi in cfg.fields(InferenceConfig) if fi.meta["cli"]}
+    assert cli == {"scales", "flip", "crf"}  # the CRF's parameters are TOML and Python settings only
+
+
+# -- check_scales: the one check of scales ----------------------------------------------------------------
+def test_check_scales_smoke() -> None:
+    assert check_scales((0.5, 1)) == (0.5, 1.0)
+    assert check_scales([np.float32(0.75), 8]) == (0.75, 8.0)
+    assert check_scales(np.array([0.5, 1.0])) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize("scales", [(), "0.5,1", (True,), (0.5, float("nan")), (9.0,), (1.0, "2"), None, 1.0])
+def test_check_scales_rejects(scales: object) -> None:
+    with pytest.raises(InputError, match=r"scales must be a non-empty list of numbers in \(0, 8\]") as info:
+        check_scales(scales)
+    assert info.value.params == ("scales",)
+    with pytest.raises(InputError, match=r"scales must be numbers in \(0, 8\], e.g. 0.5,0.75,1.0, got "):
+        check_scales(scales, as_setting=True)
+
+
+def test_every_scales_check_is_check_scales() -> None:
+    """The config, the probabilities and the evaluation settings apply one rule."""
+    for bad in ((), (0.0,), (8.5,)):
+        for call in (lambda: InferenceConfig(scales=bad), lambda: settings_for(multiscale=True, flip=False, crf=False,
+                                                                               scales=bad),
+                     lambda: predict_probabilities(ColourNet(), two_colour_image(), scales=bad, preprocess=normalise)):
+            with pytest.raises(InputError, match=r"scales must be .*numbers in \(0, 8\]"):
+                call()
+
+
+def test_require_crf_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from salcurate.evaluation import inference
+
+    require_crf(False)
+    monkeypatch.setattr(inference, "crf_available", lambda: False)
+    require_crf(False)
+    with pytest.raises(InputError, match=r"needs pydensecrf, .*'salcurate\[crf\]'.*, or leave out crf$") as info:
+        require_crf(True)
+    assert info.value.params == ("crf",) and "--" not in str(info.value)
 
 
 # -- crf_segmentation ---------------------------------------------------------------------------------------
@@ -200,7 +256,8 @@ def test_crf_without_pydensecrf_says_what_to_install(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize(("prob", "kwargs", "message"), [
-    (np.full((3, 24, 31), 0.3, np.float32), {}, r"expected probabilities \(K, H, W\) with 2 <= K <= 255 and H, W = \(24, 32\)"),
+    (np.full((3, 24, 31), 0.3, np.float32), {},
+     r"expected probabilities \(K, H, W\) with 2 <= K <= 255 and H, W = \(24, 32\)"),
     (np.full((1, 24, 32), 1.0, np.float32), {}, r"expected probabilities \(K, H, W\) with 2 <= K <= 255"),
     (np.full((3, 24, 32), 0.3, np.float32), {"iterations": 0}, r"CRF iterations must be a whole number >= 1, got 0"),
 ])

@@ -171,6 +171,24 @@ def test_every_score_in_unit_interval(h: np.ndarray, b: np.ndarray, f: float, cd
     assert 0 <= f1 <= 1 and 0 <= ac <= 1 and 0 <= sc <= 1
 
 
+def test_fine_score_by_hand() -> None:
+    # SF = P x CD (Eq. 7): P = 0.8 from the scorer, CD = 3 of 4 foreground pixels tagged
+    assert m.fine_score(0.8, 0.75) == pytest.approx(0.6)
+    assert isinstance(m.fine_score(0.8, 0.75), float)
+    p, cd = np.array([0.8, 0.5, np.nan], np.float32), np.array([0.75, 0.0, 0.9], np.float32)  # NaN = not scored
+    sf = m.fine_score(p, cd)
+    assert sf.shape == (3,) and sf.dtype == np.float32
+    np.testing.assert_allclose(sf, [0.6, 0.0, np.nan], rtol=1e-6)
+    assert m.fine_score(1.0, 1.0) == 1.0 and m.fine_score(0.0, 1.0) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0, 1), st.floats(0, 1))
+def test_fine_score_in_unit_interval_and_at_most_each_factor(p: float, cd: float) -> None:
+    sf = m.fine_score(p, cd)
+    assert 0 <= sf <= min(p, cd) + 1e-12
+
+
 # -- true quality -------------------------------------------------------------------------------
 def test_true_quality_and_proxy_miou_by_hand() -> None:
     gt = np.array([[0, 1, 1, 255], [0, 1, 1, 255]], np.uint8)

@@ -285,9 +285,9 @@ def test_crf_missing_pydensecrf_message(monkeypatch):
         crf_refine(image, disc.astype(np.float32))
     message = str(info.value)
     assert "pydensecrf is not installed" in message
-    assert "salcurate[crf]" in message and "--no-crf" in message
+    assert "salcurate[crf]" in message and "crf=False" in message
     assert "\n" not in message
-    with pytest.raises(InputError, match="--no-crf"):
+    with pytest.raises(InputError, match="crf=False"):
         reference_mask(image, disc.astype(np.float32))
     assert reference_mask(image, disc.astype(np.float32), crf=False).any()  # no CRF: fine
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from salcurate.errors import InputError
 from salcurate.report import data
-from salcurate.report.build import ReportConfig, thumbnail, write_report
+from salcurate.report.build import ReportConfig, run, thumbnail
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def scored(demo_scored_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_report_has_every_section_and_every_image_exists(scored: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    res = write_report(ReportConfig(store=str(scored), out=str(out), k=3))
+    res = run(ReportConfig(store=str(scored), output=str(out), k=3))
     page = res.index.read_text()
     for anchor in ("summary", "scores", "tau", "galleries", "selections"):
         assert f"id='{anchor}'" in page
@@ -94,7 +94,7 @@ def test_report_has_every_section_and_every_image_exists(scored: Path, tmp_path:
 
 
 def test_store_without_scores_says_which_command_adds_them(tiny_store: Path, tmp_path: Path) -> None:
-    res = write_report(ReportConfig(store=str(tiny_store), out=str(tmp_path / "r")))
+    res = run(ReportConfig(store=str(tiny_store), output=str(tmp_path / "r")))
     page = res.index.read_text()
     assert res.by is None and res.thumbnails == 0
     assert "salcurate score-coarse" in page and "salcurate score-fine" in page and "id='galleries'" not in page
@@ -121,5 +121,5 @@ def test_bad_input(scored: Path, tmp_path: Path) -> None:
     _fails(["report", scored, "-o", tmp_path / "c"], "previous report", "--overwrite")
     assert invoke(["report", scored, "-o", tmp_path / "c", "--overwrite"]).exit_code == 0
     assert file_digest(scored) == before  # the report never writes to the store
-    with pytest.raises(InputError, match="--k must be at least 1"):
-        write_report(ReportConfig(store=str(scored), out=str(tmp_path / "d"), k=0))
+    with pytest.raises(InputError, match="k must be at least 1"):
+        run(ReportConfig(store=str(scored), output=str(tmp_path / "d"), k=0))

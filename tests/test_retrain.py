@@ -15,8 +15,10 @@ from conftest import assert_ok, file_digest, invoke, put_selection
 
 from salcurate.data import store as store_mod
 from salcurate.errors import InputError, SalcurateError
+from salcurate.events import Events
 from salcurate.nn.salnet import load_model, read_model_file
-from salcurate.training.retrain import PROTOCOLS, RetrainConfig, poly_lr, retrain
+from salcurate.paper import PROTOCOLS
+from salcurate.training.retrain import RetrainConfig, RetrainResult, poly_lr, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,6 +36,30 @@ def store(tiny_store: Path) -> Path:
 
 def _config(store: Path, out: Path, **kw: object) -> RetrainConfig:
     return RetrainConfig(store=str(store), output=str(out), selection="kept3", **{**TINY, **kw})  # type: ignore[arg-type]
+
+
+class Seen(Events):
+    """Records the iteration after each step and the validations; ``stop(iteration)`` may raise."""
+
+    def __init__(self, stop: object = None) -> None:
+        self.iteration, self.seen, self.validations, self.stop = 0, [], [], stop
+
+    def start(self, total: int, done: int = 0, *, label: str = "") -> None:
+        self.iteration = done
+
+    def advance(self, n: int = 1, **info: object) -> None:
+        self.iteration += n
+        self.seen.append(self.iteration)
+        if self.stop is not None:
+            self.stop(self)  # type: ignore[operator]
+
+    def metrics(self, record: dict) -> None:
+        if "val_miou" in record:
+            self.validations.append(record["iteration"])
+
+
+def retrain(config: RetrainConfig, events: Events | None = None) -> RetrainResult:
+    return run(config, events=events)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -57,24 +83,27 @@ def test_paper_protocol_is_the_default_per_backbone() -> None:
     vgg = RetrainConfig(backbone="vgg16").resolved()
     res = RetrainConfig(backbone="resnet101").resolved()
     assert (vgg.lr, vgg.max_iter, res.lr, res.max_iter) == (1e-3, 27000, 1e-4, 15000)
-    assert (vgg.batch_size, vgg.crop, vgg.momentum, vgg.weight_decay, vgg.head_lr_mult, vgg.lam) == (7, 321, 0.9, 5e-4, 10.0, 2.0)
+    assert (vgg.batch_size, vgg.crop, vgg.momentum, vgg.weight_decay, vgg.head_lr_mult, vgg.lam) == (
+        7, 321, 0.9, 5e-4, 10.0, 2.0)
     assert RetrainConfig(backbone="resnet50", lr=0.01).resolved().lr == 0.01
     assert set(PROTOCOLS) == {"vgg16", "resnet101", "resnet50", "resnet18"}
 
 
 def test_a_run_writes_its_files_and_logs(store: Path, tmp_path: Path) -> None:
-    seen: list[int] = []
-    res = retrain(_config(store, tmp_path / "run", max_iter=4), progress=lambda p: seen.append(p.iteration))
+    events = Seen()
+    res = retrain(_config(store, tmp_path / "run", max_iter=4), events)
+    seen = events.seen
     out = tmp_path / "run"
     assert seen == [1, 2, 3, 4] and res.iterations == 4
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "model.pt", "log.jsonl", "config.json"}
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "model.pt", "log.jsonl", "config.json", "config.toml"}
     lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     assert [ln["iteration"] for ln in lines] == [2, 4, 4]  # two training windows, then the final validation
     assert {"loss", "loss_sel", "loss_atten", "lr", "iterations_per_s"} <= lines[0].keys()
     assert lines[0]["loss"] == pytest.approx(lines[0]["loss_sel"] + 2.0 * lines[0]["loss_atten"])
     assert 0.0 <= lines[-1]["val_miou"] <= 1.0 and lines[-1]["val_images"] == 1
     config = json.loads((out / "config.json").read_text())
-    assert config["retrain"]["lr"] == 1e-3 and config["retrain"]["max_iter"] == 4 and config["retrain"]["world_size"] == 1
+    assert (config["retrain"]["lr"] == 1e-3 and config["retrain"]["max_iter"] == 4
+            and config["retrain"]["world_size"] == 1)
     assert config["counts"]["drawable"] == 3 and config["class_names"][0] == "background"
     model, info = load_model(out / "model.pt")
     assert info["iteration"] == 4 and info["retrain"]["selection"] == "kept3" and info["class_names"][1] == "widget"
@@ -89,8 +118,8 @@ def test_resume_after_ctrl_c_continues_exactly(store: Path, tmp_path: Path) -> N
         if p.iteration == 3:  # type: ignore[attr-defined]
             raise KeyboardInterrupt
 
-    with pytest.raises(SalcurateError, match="interrupted at iteration 3; checkpoint saved .* --resume"):
-        retrain(_config(store, tmp_path / "cut", max_iter=6), progress=interrupt)
+    with pytest.raises(SalcurateError, match="interrupted at iteration 3; checkpoint saved .* resume"):
+        retrain(_config(store, tmp_path / "cut", max_iter=6), Seen(interrupt))
     assert read_model_file(tmp_path / "cut" / "checkpoint.pt")["iteration"] == 3
     res = retrain(_config(store, tmp_path / "cut", max_iter=6, resume=True, workers=1))  # workers do not matter
     assert res.resumed_from == 3 and res.iterations == 6
@@ -105,7 +134,7 @@ def test_a_killed_run_loses_at_most_checkpoint_every_iterations(store: Path, tmp
             raise RuntimeError("power cut")
 
     with pytest.raises(RuntimeError, match="power cut"):
-        retrain(_config(store, tmp_path / "killed", max_iter=6, attention="multitask", checkpoint_every=2), progress=crash)
+        retrain(_config(store, tmp_path / "killed", max_iter=6, attention="multitask", checkpoint_every=2), Seen(crash))
     assert read_model_file(tmp_path / "killed" / "checkpoint.pt")["iteration"] == 4
     retrain(_config(store, tmp_path / "killed", max_iter=6, attention="multitask", checkpoint_every=2, resume=True))
     _assert_same_weights(tmp_path / "straight" / "model.pt", tmp_path / "killed" / "model.pt")
@@ -115,7 +144,7 @@ def test_resume_refuses_another_config_and_a_run_needs_resume(store: Path, tmp_p
     retrain(_config(store, tmp_path / "run", max_iter=2))
     with pytest.raises(InputError, match=r"other settings \(crop, lam differ\)"):
         retrain(_config(store, tmp_path / "run", max_iter=2, crop=32, lam=1.0, resume=True))
-    with pytest.raises(InputError, match="already holds a run .* pass --resume"):
+    with pytest.raises(InputError, match="already holds a run .* pass resume"):
         retrain(_config(store, tmp_path / "run", max_iter=2))
     with pytest.raises(InputError, match="no checkpoint to resume from"):
         retrain(_config(store, tmp_path / "fresh", max_iter=2, resume=True))
@@ -128,8 +157,9 @@ def test_crop_larger_than_every_image_is_padded(store: Path, tmp_path: Path, cap
 
 
 def test_periodic_validation(store: Path, tmp_path: Path) -> None:
-    seen: list[int] = []
-    retrain(_config(store, tmp_path / "run", max_iter=4, val_every=2), on_validation=lambda it, m: seen.append(it))
+    events = Seen()
+    retrain(_config(store, tmp_path / "run", max_iter=4, val_every=2), events)
+    seen = events.validations
     assert seen == [2, 4]
 
 
@@ -148,13 +178,10 @@ def test_cli_retrain_smoke(store: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, text", [
-    (["--selection", "kept3", "--backbone", "alexnet"], "unknown backbone 'alexnet'; choose one of vgg16, resnet18, resnet50, resnet101"),
     (["--selection", "best"], "no selection 'best' (the store has: kept3)"),
     ([], "pass --selection NAME (the store has: kept3"),
     (["--selection", "nothing"], "selection 'nothing' keeps no image of split 'train'"),
     (["--selection", "kept3", "--batch-size", "5"], "--batch-size 5 is larger than the 3 images the selection keeps"),
-    (["--selection", "kept3", "--attention", "sometimes"], "--attention must be one of multiply, multitask, off"),
-    (["--selection", "kept3", "--sample", "most"], "--sample must be one of selected, all"),
     (["--selection", "kept3", "--lambda", "-1"], "--lambda must be >= 0"),
 ])
 def test_cli_bad_input(store: Path, tmp_path: Path, args: list[str], text: str) -> None:
@@ -167,6 +194,22 @@ def test_cli_bad_input(store: Path, tmp_path: Path, args: list[str], text: str) 
     text = text.replace("kept3", "kept3, nothing") if "the store has" in text else text
     assert result.stderr.startswith("error: ") and text in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--backbone", "alexnet"], "'alexnet' is not one of 'vgg16', 'resnet18', 'resnet50', 'resnet101'"),
+    (["--attention", "sometimes"], "'sometimes' is not one of 'multiply', 'multitask', 'off'"),
+    (["--sample", "most"], "'most' is not one of 'selected', 'all'"),
+])
+def test_cli_bad_choice_gets_typers_message(store: Path, tmp_path: Path, args: list[str], text: str) -> None:
+    """Choices are enums: a typo gets Typer's own usage error (exit 2) naming the flag, the value and the choices."""
+    before = file_digest(store)
+    result = invoke(["retrain", store, "-o", tmp_path / "run", "--max-iter", "1", *TINY_ARGS, "--selection", "kept3",
+                     *args])
+    assert result.exit_code == 2, result.stdout
+    assert file_digest(store) == before  # the store is left as it was
+    assert "Invalid value for" in result.stderr and args[0] in result.stderr and text in result.stderr, result.stderr
+
 
 
 def test_cli_missing_backbone_weights(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,7 +240,8 @@ def test_two_processes_with_gloo(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "salcurate",
-           "retrain", str(store), "--selection", "kept3", "-o", str(out), "--max-iter", "4", "--device", "cpu", *TINY_ARGS]
+           "retrain", str(store), "--selection", "kept3", "-o", str(out), "--max-iter", "4", "--device", "cpu",
+           *TINY_ARGS]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
@@ -231,7 +275,8 @@ def test_tensorboard_gets_the_logged_scalars_when_installed(store: Path, tmp_pat
     retrain(_config(store, tmp_path / "run", max_iter=2, tensorboard=True))
     tags = {t for t, _, _ in written}
     assert {"loss", "loss_sel", "loss_atten", "lr", "val_miou", "closed"} <= tags
-    assert ("loss", pytest.approx(json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["loss"]), 2) in written
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert ("loss", pytest.approx(first["loss"]), 2) in written
 
 
 def test_the_gpu_code_path_runs_on_the_cpu(store: Path, tmp_path: Path) -> None:
@@ -260,7 +305,7 @@ def test_resume_with_imagenet_weights_and_frozen_batch_norm(store: Path, tmp_pat
             raise KeyboardInterrupt
 
     with pytest.raises(SalcurateError):
-        retrain(_config(store, tmp_path / "cut", **kw), progress=interrupt)
+        retrain(_config(store, tmp_path / "cut", **kw), Seen(interrupt))
     retrain(_config(store, tmp_path / "cut", resume=True, **kw))
     _assert_same_weights(tmp_path / "straight" / "model.pt", tmp_path / "cut" / "model.pt")
     model, info = load_model(tmp_path / "cut" / "model.pt")

@@ -53,7 +53,7 @@ def test_plan_errors(tiny_store: Path) -> None:
             plan_training(st, split="train", selection="nothing")
         with pytest.raises(InputError, match=r"no samples in split 'test' \(the store has: train, val\)"):
             plan_training(st, split="test", selection=None)
-        with pytest.raises(InputError, match="--sample must be one of selected, all"):
+        with pytest.raises(InputError, match="sample must be one of selected, all"):
             plan_training(st, split="train", selection=None, sample="some")
 
 

@@ -63,6 +63,7 @@ def test_real_voc_round_trip_is_bit_identical(tmp_path: Path) -> None:
         assert sorted((out / "ids.txt").read_text().split()) == sorted(samples)
         for sid, s in samples.items():
             np.testing.assert_array_equal(read_label_png(out / "masks" / f"{sid}.png"), s[kind])
-            assert (out / "images" / f"{sid}.jpg").read_bytes() == (tmp_path / "voc/JPEGImages" / f"{sid}.jpg").read_bytes()
+            original = tmp_path / "voc/JPEGImages" / f"{sid}.jpg"
+            assert (out / "images" / f"{sid}.jpg").read_bytes() == original.read_bytes()
         exported = Image.open(out / "masks" / "2011_000003.png")
         assert exported.mode == "P" and exported.getpalette()[15 * 3 : 16 * 3] == [192, 128, 128]

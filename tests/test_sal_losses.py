@@ -94,7 +94,7 @@ def test_attention_loss_by_hand() -> None:
 
 
 def test_attention_loss_errors() -> None:
-    with pytest.raises(InputError, match="--attention-loss must be one of bce, positive"):
+    with pytest.raises(InputError, match="attention_loss must be one of bce, positive"):
         attention_loss(torch.zeros(1, 2), torch.zeros(1, 2), form="focal")
     with pytest.raises(InputError, match=r"same \(B, C\) shape"):
         attention_loss(torch.zeros(1, 2), torch.zeros(1, 3))

@@ -35,12 +35,13 @@ def small() -> SALNet:
 
 # -- config ------------------------------------------------------------------------------------
 def test_unknown_backbone_lists_the_valid_ones() -> None:
-    with pytest.raises(InputError, match="unknown backbone 'vgg19'; choose one of vgg16, resnet18, resnet50, resnet101"):
+    with pytest.raises(InputError,
+                       match="unknown backbone 'vgg19'; choose one of vgg16, resnet18, resnet50, resnet101"):
         SALNetConfig(backbone="vgg19")
 
 
 @pytest.mark.parametrize("kwargs, text", [
-    ({"attention": "yes"}, "--attention must be one of multiply, multitask, off"),
+    ({"attention": "yes"}, "attention must be one of multiply, multitask, off"),
     ({"num_classes": 0}, "num_classes"),
     ({"aspp_rates": (6, 0)}, "aspp_rates must be whole numbers >= 1"),
     ({"dropout": 1.0}, "dropout must be in"),
@@ -177,7 +178,8 @@ def test_preprocess_normalises_with_imagenet_statistics() -> None:
     img = np.full((2, 3, 3), 255, np.uint8)
     x = preprocess(img)
     assert x.shape == (3, 2, 3)
-    np.testing.assert_allclose(x[:, 0, 0].numpy(), [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
+    np.testing.assert_allclose(x[:, 0, 0].numpy(), [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225],
+                               rtol=1e-5)
     with pytest.raises(InputError, match=r"expects an \(H, W, 3\) uint8 RGB image"):
         preprocess(np.zeros((2, 3), np.uint8))
 
@@ -187,7 +189,7 @@ def test_missing_imagenet_weights_say_how_to_get_them(tmp_path: Path, monkeypatc
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path, url = imagenet_weights_path("resnet18")
     assert str(path).startswith(str(tmp_path))
-    with pytest.raises(InputError, match=f"download {url} to that path.*--backbone-weights none"):
+    with pytest.raises(InputError, match=f"download {url} to that path.*backbone_weights none"):
         build_backbone("resnet18", weights="imagenet")
 
 

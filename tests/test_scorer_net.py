@@ -392,7 +392,7 @@ def test_load_refuses_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_checkpoint(missing)
     assert str(info.value) == (
-        f"scorer checkpoint {missing} not found; train one with `salcurate train-scorer` or pass --scorer PATH"
+        f"scorer checkpoint {missing} not found; train one with `salcurate train-scorer` or pass scorer PATH"
     )
 
 

@@ -81,7 +81,7 @@ class TestSelectWeights:
 
     @pytest.mark.parametrize("tau", [1.5, -0.1, 1.0000001, NAN, float("inf")])
     def test_tau_outside_unit_interval_raises(self, tau: float) -> None:
-        with pytest.raises(InputError, match=r"--tau must be in \[0, 1\]"):
+        with pytest.raises(InputError, match=r"tau must be in \[0, 1\]"):
             select_weights(np.array([0.5]), tau=tau)
 
     def test_errors_are_salcurate_errors_with_one_line(self) -> None:
@@ -95,17 +95,17 @@ class TestSelectWeights:
             select_weights(np.zeros(shape), tau=0.5)
 
     def test_negative_top_k_raises(self) -> None:
-        with pytest.raises(InputError, match="--top-k must be >= 0, got -1"):
+        with pytest.raises(InputError, match="top_k must be >= 0, got -1"):
             select_weights(np.array([0.5]), top_k=-1)
 
     def test_negative_min_per_class_raises(self) -> None:
-        with pytest.raises(InputError, match="--min-per-class must be >= 0, got -2"):
+        with pytest.raises(InputError, match="min_per_class must be >= 0, got -2"):
             select_weights(np.array([0.5]), min_per_class=-2, classes=np.ones((1, 1), bool))
 
     def test_min_per_class_needs_classes(self) -> None:
-        with pytest.raises(InputError, match="--min-per-class needs the image classes"):
+        with pytest.raises(InputError, match="min_per_class needs the image classes"):
             select_weights(np.array([0.5, 0.1]), tau=0.5, min_per_class=1)
-        with pytest.raises(InputError, match="--min-per-class needs the image classes"):
+        with pytest.raises(InputError, match="min_per_class needs the image classes"):
             select_weights(np.array([0.5, 0.1]), tau=0.5, min_per_class=1, classes=np.ones((3, 2), bool))
 
     def test_classes_ignored_without_min_per_class(self) -> None:

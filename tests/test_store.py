@@ -140,7 +140,7 @@ def test_existing_column_needs_overwrite(store_path: Path) -> None:
     with store.transaction(store_path, command="a", config={}) as tx:
         tx.put_selection("keep", np.ones(13), rule={}, command="a")
     before = digest(store_path)
-    with pytest.raises(StoreError, match="exists already; pass --overwrite"):
+    with pytest.raises(StoreError, match="exists already; pass overwrite"):
         with store.transaction(store_path, command="b", config={}) as tx:
             tx.put_selection("keep", np.zeros(13), rule={}, command="b")
     assert digest(store_path) == before
@@ -209,7 +209,7 @@ def test_bit_maps_round_trip_and_survive_append(store_path: Path, records: list[
 def test_bit_maps_need_overwrite_and_one_entry_per_sample(store_path: Path) -> None:
     with store.transaction(store_path, command="a", config={}) as tx:
         tx.put_bit_maps("ref", [None] * 13, config={}, command="a")
-    with pytest.raises(StoreError, match="exist already; pass --overwrite"):
+    with pytest.raises(StoreError, match="exist already; pass overwrite"):
         with store.transaction(store_path, command="b", config={}) as tx:
             tx.put_bit_maps("ref", [None] * 13, config={}, command="b")
     with pytest.raises(StoreError, match="expected 13 entries, got 12"):

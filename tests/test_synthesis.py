@@ -26,7 +26,7 @@ def test_counts_are_the_papers_scaled_to_the_store() -> None:
     assert syn.planned_counts(300, SynthesisConfig(scale=2))["positive"] == 227
     assert syn.planned_counts(10582, SynthesisConfig(proportions=(1000, 0, 500, 0))) == {
         "positive": 1000, "negative": 0, "degraded": 500, "composite": 0}
-    with pytest.raises(InputError, match="--proportions must be 4 counts"):
+    with pytest.raises(InputError, match="proportions must be 4 counts"):
         syn.planned_counts(10, SynthesisConfig(proportions=(1, 2, 3)))  # type: ignore[arg-type]
 
 
@@ -50,7 +50,7 @@ def test_plan_respects_thresholds_and_is_deterministic() -> None:
 def test_too_few_confident_samples_say_what_to_relax() -> None:
     ac = np.full(50, 0.5)
     ac[:3] = 0.95
-    with pytest.raises(InputError, match=r"3 positive \(AC >= 0.8\) of 50 scored, need at least 8; relax --positive-min"):
+    with pytest.raises(InputError, match=r"3 positive \(AC >= 0.8\) of 50 scored, need at least 8; relax positive_min"):
         syn.plan_training_set(ac, SynthesisConfig())
 
 
@@ -63,7 +63,7 @@ def test_split_keeps_each_image_on_one_side() -> None:
     val_images = set(val[:, 1]) | set(val[val[:, 2] >= 0, 2])
     train_images = set(train[:, 1]) | set(train[train[:, 2] >= 0, 2])
     assert not (val_images & train_images)
-    with pytest.raises(InputError, match="--val-fraction must be in"):
+    with pytest.raises(InputError, match="val_fraction must be in"):
         syn.split_train_val(table, len(ac), 1.5, seed=0)
 
 
@@ -84,7 +84,8 @@ def test_paste_gives_unions_of_masks_and_references() -> None:
     dst_img = np.zeros((s, s, 3), np.uint8)
     dst_mask = np.zeros((s, s), bool)
     dst_mask[30:44, 30:44] = True
-    img, mask, ref = syn.paste(src_img, src_mask, src_mask, dst_img, dst_mask, dst_mask.copy(), np.random.default_rng(1))
+    img, mask, ref = syn.paste(src_img, src_mask, src_mask, dst_img, dst_mask, dst_mask.copy(),
+                               np.random.default_rng(1))
     pasted = (img[..., 0] == 200)
     assert pasted.any() and not (pasted & dst_mask).any()  # placed on the background
     np.testing.assert_array_equal(mask, dst_mask | pasted)

@@ -1,4 +1,4 @@
-"""``salcurate.selection.validation``: correlations, AUROC, kept quality and ``evaluate_scores`` on a store."""
+"""``salcurate.selection.validation``: correlations, AUROC, kept quality and ``evaluate-scores`` on a store."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from scipy import stats
 
 from salcurate.data.store import MaskStore
 from salcurate.errors import InputError, StoreError
+from salcurate.events import Events
 from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
 from salcurate.scoring.metrics import proxy_miou, true_quality
-from salcurate.selection.validation import EvaluateScoresConfig, evaluate_scores, kept_quality, true_quality_of_store
+from salcurate.selection.validation import EvaluateScoresConfig, kept_quality, run, true_quality_of_store
 from salcurate.stats import auroc, pearson, spearman
 
 NAN = float("nan")
@@ -213,7 +214,7 @@ class TestKeptQuality:
 
 
 # --------------------------------------------------------------------------------------
-# evaluate_scores on a store
+# evaluate-scores on a store
 # --------------------------------------------------------------------------------------
 def expected_quality(v: TinyVoc) -> tuple[dict[str, float], dict[str, float]]:
     agt = {i: true_quality(v.proxy[i], v.gt[i]) for i in v.gt}
@@ -223,7 +224,7 @@ def expected_quality(v: TinyVoc) -> tuple[dict[str, float], dict[str, float]]:
 
 class TestEvaluateScores:
     def test_fields_and_values(self, scored_store: Path, tiny_voc: TinyVoc) -> None:
-        res = evaluate_scores(scored_store, EvaluateScoresConfig(score="sc"))
+        res = run(EvaluateScoresConfig(store=str(scored_store), score="sc")).to_dict()
         json.dumps(res)  # plain data
         assert set(res) >= {"score", "samples", "pearson", "spearman", "pearson_miou", "spearman_miou", "auroc_bad",
                             "bad_below", "bad", "mean_quality_all", "mean_miou_all", "taus", "plot"}
@@ -253,48 +254,56 @@ class TestEvaluateScores:
         agt, _ = expected_quality(tiny_voc)
         q = np.array(list(agt.values()))
         threshold = float(np.median(q)) + 1e-6  # some bad, some good
-        res = evaluate_scores(scored_store, EvaluateScoresConfig(score="sc", bad_below=threshold))
+        res = run(EvaluateScoresConfig(store=str(scored_store), score="sc", bad_below=threshold)).to_dict()
         assert res["bad"] == int((q < threshold).sum())
         assert 0 < res["bad"] < len(q)
         assert 0.0 <= res["auroc_bad"] <= 1.0
 
     @pytest.mark.parametrize("bad_below", [0.0, 1.0, -0.5, 2.0])
     def test_bad_below_outside_open_interval_raises(self, scored_store: Path, bad_below: float) -> None:
-        with pytest.raises(InputError, match=r"--bad-below must be in \(0, 1\)"):
-            evaluate_scores(scored_store, EvaluateScoresConfig(bad_below=bad_below))
+        with pytest.raises(InputError, match=r"bad_below must be in \(0, 1\)"):
+            run(EvaluateScoresConfig(store=str(scored_store), bad_below=bad_below))
 
     def test_unknown_score_raises_listing_existing(self, scored_store: Path) -> None:
         with pytest.raises(StoreError, match=r"no score 'nope'.*it has: ac, cd, f, f1, sc"):
-            evaluate_scores(scored_store, EvaluateScoresConfig(score="nope"))
+            run(EvaluateScoresConfig(store=str(scored_store), score="nope"))
 
     def test_any_score_column_can_be_judged(self, scored_store: Path) -> None:
-        res = evaluate_scores(scored_store, EvaluateScoresConfig(score="ac"))
+        res = run(EvaluateScoresConfig(store=str(scored_store), score="ac")).to_dict()
         assert res["score"] == "ac" and res["samples"] == 5
 
     def test_plot_written(self, scored_store: Path, tmp_path: Path) -> None:
         png = tmp_path / "plots" / "sc.png"
         png.parent.mkdir()
-        res = evaluate_scores(scored_store, EvaluateScoresConfig(score="sc", plot=str(png)))
+        res = run(EvaluateScoresConfig(store=str(scored_store), score="sc", plot=str(png))).to_dict()
         assert res["plot"] == str(png)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     def test_plot_folder_missing_is_refused(self, scored_store: Path, tmp_path: Path) -> None:
         png = tmp_path / "missing" / "sc.png"
         digest = file_digest(scored_store)
-        with pytest.raises(InputError, match=r"the folder .*missing does not exist; create it or choose another --plot"):
-            evaluate_scores(scored_store, EvaluateScoresConfig(score="sc", plot=str(png)))
+        with pytest.raises(InputError, match=r"the folder .*missing does not exist; create it or choose another plot"):
+            run(EvaluateScoresConfig(store=str(scored_store), score="sc", plot=str(png)))
         assert not png.parent.exists()
         assert file_digest(scored_store) == digest
 
     def test_store_unchanged(self, scored_store: Path) -> None:
         digest = file_digest(scored_store)
-        evaluate_scores(scored_store, EvaluateScoresConfig(score="sc"))
+        run(EvaluateScoresConfig(store=str(scored_store), score="sc"))
         assert file_digest(scored_store) == digest
 
     def test_progress_and_on_start(self, scored_store: Path) -> None:
         seen: list[int] = []
         started: list[int] = []
-        evaluate_scores(scored_store, EvaluateScoresConfig(), progress=seen.append, on_start=started.append)
+
+        class Record(Events):
+            def start(self, total: int, done: int = 0, *, label: str = "") -> None:
+                started.append(total)
+
+            def advance(self, n: int = 1, **info: object) -> None:
+                seen.append(n)
+
+        run(EvaluateScoresConfig(store=str(scored_store)), events=Record())
         assert started == [5] and sum(seen) == 5
 
     def test_without_ground_truth_raises(self, tiny_voc: TinyVoc, tmp_path: Path) -> None:
@@ -304,7 +313,7 @@ class TestEvaluateScores:
         assert_ok(invoke(voc_args(tiny_voc, out)))
         assert_ok(invoke(["score-coarse", out, "--workers", "1"]))
         with pytest.raises(StoreError, match="0 samples have both a score 'sc' and ground truth.*--gt DIR"):
-            evaluate_scores(out, EvaluateScoresConfig(score="sc"))
+            run(EvaluateScoresConfig(store=str(out), score="sc"))
 
 
 def test_true_quality_of_store(scored_store: Path, tiny_voc: TinyVoc) -> None:

@@ -41,8 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,9 @@ from scipy import ndimage
 from skimage import draw
 from skimage.segmentation import find_boundaries
 
+from salcurate.config import setting, to_dict
 from salcurate.errors import InputError
+from salcurate.events import NO_EVENTS, Events
 from salcurate.imageio import IGNORE_LABEL, write_grey_png, write_label_png
 
 logger = logging.getLogger(__name__)
@@ -99,14 +100,14 @@ def _id(index: int) -> str:
 class DemoConfig:
     """Settings of the demo data set; the same settings give byte-identical files."""
 
-    num_images: int = 300
-    #: Nominal side in pixels; heights and widths vary independently in [13/16, 19/16] of it.
-    size: int = 128
-    seed: int = 0
-    #: Fraction of the images in ``val.txt`` (at least one image in each split).
-    val_fraction: float = 0.25
-    #: 0 gives proxies equal to the ground truth (and clean saliency), 1 the default spread.
-    fault_strength: float = 1.0
+    num_images: int = setting(300, "Number of demo images.", flag="--images", min=8)
+    size: int = setting(128, "Nominal side in pixels; heights and widths vary independently in [13/16, 19/16] of it.",
+                        cli=False)
+    seed: int = setting(0, "Random seed of the demo data.")
+    val_fraction: float = setting(0.25, "Fraction of the images in val.txt (at least one image in each split).",
+                                  cli=False)
+    fault_strength: float = setting(
+        1.0, "0 gives proxies equal to the ground truth (and clean saliency), 1 the default spread.", cli=False)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -145,7 +146,7 @@ class DemoSample:
 
 
 def _bad(name: str, expected: str, got: object, todo: str) -> InputError:
-    return InputError(f"DemoConfig.{name}: expected {expected}, got {got!r}; {todo}")
+    return InputError(f"{name}: expected {expected}, got {got!r}; {todo}", param=name)
 
 
 def _is_int(value: object) -> bool:
@@ -162,11 +163,12 @@ def _validate(config: DemoConfig) -> None:
     if not _is_int(config.size) or not 32 <= config.size <= 2048:
         raise _bad("size", "an integer side between 32 and 2048 pixels", config.size, "pick a side such as 128")
     if not _is_int(config.seed) or config.seed < 0:
-        raise _bad("seed", "a non-negative integer", config.seed, "pass a seed such as 0")
+        raise _bad("seed", "a non-negative integer", config.seed, "pass 0 or another non-negative integer")
     if not _is_real(config.val_fraction) or not 0.0 < float(config.val_fraction) < 1.0:
         raise _bad("val_fraction", "a number strictly between 0 and 1", config.val_fraction, "pass e.g. 0.25")
     if not _is_real(config.fault_strength) or not 0.0 <= float(config.fault_strength) < float("inf"):
-        raise _bad("fault_strength", "a finite number >= 0", config.fault_strength, "pass 0 for perfect proxies or 1 for the default spread")
+        raise _bad("fault_strength", "a finite number >= 0", config.fault_strength,
+                   "pass 0 for perfect proxies or 1 for the default spread")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,21 +207,24 @@ def _background(rng: np.random.Generator, h: int, w: int, yy: np.ndarray, xx: np
     elif kind == 1:  # soft stripes
         period = rng.uniform(6.0, 20.0)
         stripes = 0.5 + 0.5 * np.sin(2 * np.pi * proj / period)
-        img = img + (stripes[..., None] - 0.5) * rng.uniform(0.06, 0.18) * rng.uniform(0.8, 1.0, size=3).astype(np.float32)
+        img = img + ((stripes[..., None] - 0.5) * rng.uniform(0.06, 0.18)
+                     * rng.uniform(0.8, 1.0, size=3).astype(np.float32))
     # kind == 2: smooth noise only (with a second, finer layer)
     else:
         img = img + (_smooth_noise(rng, (h, w), int(rng.integers(10, 18)))[..., None] - 0.5) * 0.15
     return img
 
 
-def _shape_mask(rng: np.random.Generator, cls: int, cy: float, cx: float, radius: float, shape: tuple[int, int]) -> np.ndarray:
+def _shape_mask(rng: np.random.Generator, cls: int, cy: float, cx: float, radius: float,
+                shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     name = CLASS_NAMES[cls]
     if name == "disc":
         rr, cc = draw.disk((cy, cx), radius, shape=shape)
     elif name == "ellipse":
         ratio = rng.uniform(1.35, 1.8)
-        rr, cc = draw.ellipse(cy, cx, radius * ratio ** -0.5, radius * ratio**0.5, shape=shape, rotation=rng.uniform(-np.pi, np.pi))
+        rr, cc = draw.ellipse(cy, cx, radius * ratio ** -0.5, radius * ratio**0.5, shape=shape,
+                              rotation=rng.uniform(-np.pi, np.pi))
     elif name in ("square", "diamond", "triangle"):
         if name == "square":
             angles = np.array([45.0, 135.0, 225.0, 315.0]) + rng.uniform(-15, 15)
@@ -245,7 +250,8 @@ def _shape_mask(rng: np.random.Generator, cls: int, cy: float, cx: float, radius
     return mask
 
 
-def _texture(rng: np.random.Generator, cls: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, radius: float) -> np.ndarray:
+def _texture(rng: np.random.Generator, cls: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
+             radius: float) -> np.ndarray:
     """Colour field of an object of class ``cls`` (full image; only its mask is used)."""
     colour = np.clip(_CLASS_COLOURS[cls] + rng.uniform(-0.06, 0.06, size=3).astype(np.float32), 0, 1)
     name = CLASS_NAMES[cls]
@@ -350,7 +356,8 @@ def _draw_scene(rng: np.random.Generator, config: DemoConfig):
     return image, ground_truth, labels, instances, objects
 
 
-def _make_proxy(rng: np.random.Generator, labels: np.ndarray, objects: list[dict], fault_strength: float) -> tuple[np.ndarray, str, float]:
+def _make_proxy(rng: np.random.Generator, labels: np.ndarray, objects: list[dict],
+                fault_strength: float) -> tuple[np.ndarray, str, float]:
     h, w = labels.shape
     amount = min(float(fault_strength), 1.0)  # how CAM-like (blobby, rough) the boundaries are
     sigma = rng.uniform(1.0, 2.5) * amount
@@ -412,7 +419,8 @@ def _make_proxy(rng: np.random.Generator, labels: np.ndarray, objects: list[dict
             cy, cx = divmod(centre, w)
             ratio = rng.uniform(1.0, 1.8)
             blob = np.zeros((h, w), dtype=bool)
-            rr, cc = draw.ellipse(cy, cx, radius / np.sqrt(ratio), radius * np.sqrt(ratio), shape=(h, w), rotation=rng.uniform(-np.pi, np.pi))
+            rr, cc = draw.ellipse(cy, cx, radius / np.sqrt(ratio), radius * np.sqrt(ratio), shape=(h, w),
+                                  rotation=rng.uniform(-np.pi, np.pi))
             blob[rr, cc] = True
             sdf = ndimage.gaussian_filter(_signed_distance(blob), max(sigma, 1.0))
             blob = (sdf + 3 * roughness > 0) & (proxy == 0)
@@ -423,7 +431,8 @@ def _make_proxy(rng: np.random.Generator, labels: np.ndarray, objects: list[dict
     return proxy, "+".join(name for name, _ in faults), max(s for _, s in faults)
 
 
-def _make_saliency(rng: np.random.Generator, instances: np.ndarray, num_objects: int, fault_strength: float) -> tuple[np.ndarray, str, float]:
+def _make_saliency(rng: np.random.Generator, instances: np.ndarray, num_objects: int,
+                   fault_strength: float) -> tuple[np.ndarray, str, float]:
     h, w = instances.shape
     r = rng.random()
     name = "none" if r < 0.5 else "miss" if r < 0.67 else "clutter" if r < 0.84 else "lowcontrast"
@@ -446,7 +455,8 @@ def _make_saliency(rng: np.random.Generator, instances: np.ndarray, num_objects:
         candidates = np.flatnonzero(away > min(radius * 0.5, float(away.max()) * 0.8))
         centre = int(candidates[int(rng.integers(candidates.size))]) if candidates.size else int(rng.integers(h * w))
         cy, cx = divmod(centre, w)
-        rr, cc = draw.ellipse(cy, cx, radius, radius * rng.uniform(0.7, 1.4), shape=(h, w), rotation=rng.uniform(-np.pi, np.pi))
+        rr, cc = draw.ellipse(cy, cx, radius, radius * rng.uniform(0.7, 1.4), shape=(h, w),
+                              rotation=rng.uniform(-np.pi, np.pi))
         soft[rr, cc] = np.maximum(soft[rr, cc], 0.3 + 0.6 * strength)
     soft = ndimage.gaussian_filter(soft, rng.uniform(1.5, 3.5))
     low, high = rng.uniform(0.0, 0.06), rng.uniform(0.9, 1.0)
@@ -460,7 +470,8 @@ def make_demo_sample(index: int, config: DemoConfig = DemoConfig()) -> DemoSampl
     """Make demo image ``index`` in memory (exactly what :func:`make_demo_dataset` writes for it)."""
     if not _is_int(index) or index < 0:
         raise InputError(f"demo image index: expected a non-negative integer, got {index!r}; pass 0, 1, 2, ...")
-    image, ground_truth, labels, instances, objects = _draw_scene(np.random.default_rng([config.seed, _STREAM_IMAGE, index]), config)
+    image, ground_truth, labels, instances, objects = _draw_scene(
+        np.random.default_rng([config.seed, _STREAM_IMAGE, index]), config)
     proxy, proxy_fault, proxy_strength = _make_proxy(
         np.random.default_rng([config.seed, _STREAM_PROXY, index]), labels, objects, config.fault_strength
     )
@@ -483,7 +494,8 @@ def make_demo_sample(index: int, config: DemoConfig = DemoConfig()) -> DemoSampl
 def _check_root(root: Path) -> bool:
     """Whether ``root`` holds a previous demo data set; raises if it must not be written to."""
     if root.exists() and not root.is_dir():
-        raise InputError(f"{root}: expected a folder (new or empty) for the demo data set, got a file; pass another path")
+        raise InputError(f"{root}: expected a folder (new or empty) for the demo data set, got a file; "
+                         "pass another path")
     if not root.exists():
         return False
     if (root / MARKER_NAME).is_file():
@@ -511,22 +523,24 @@ def _write_text(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="\n")
 
 
-def make_demo_dataset(root: Path, config: DemoConfig = DemoConfig(), *, progress: Callable[[int], None] | None = None) -> DemoSummary:
+def make_demo_dataset(root: Path, config: DemoConfig = DemoConfig(), *, events: Events | None = None) -> DemoSummary:
     """Write the demo data set described by ``config`` under ``root`` (see the module docstring).
 
     ``root`` must be new, empty, or a previous demo data set (it is then overwritten in place).
-    ``progress(n)`` is called with the number of images just finished.
+    ``events`` hears of each image as it is finished.
     """
+    events = events or NO_EVENTS
     _validate(config)
     root = Path(root)
     previous = _check_root(root)
     for folder in (*_IMAGE_DIRS, "ImageSets/Segmentation"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    marker = {"format": "salcurate-demo", "version": 1, "config": asdict(config)}
+    marker = {"format": "salcurate-demo", "version": 1, "config": to_dict(config)}
     if previous:
         _remove_stale(root, config.num_images)
     else:  # mark the folder at once, so that an interrupted run can be re-run into it
-        (root / MARKER_NAME).write_text(json.dumps({**marker, "complete": False}, sort_keys=True) + "\n", encoding="utf-8")
+        (root / MARKER_NAME).write_text(json.dumps({**marker, "complete": False}, sort_keys=True) + "\n",
+                                        encoding="utf-8")
 
     n = config.num_images
     n_val = min(max(round(n * float(config.val_fraction)), 1), n - 1)
@@ -535,6 +549,7 @@ def make_demo_dataset(root: Path, config: DemoConfig = DemoConfig(), *, progress
     is_val[order[:n_val]] = True
 
     logger.debug("writing %d demo images to %s", n, root)
+    events.start(n)
     tags_lines, quality_lines, saliency_lines = ["id,tags"], ["id,split,fault,strength"], ["id,fault,strength"]
     for index in range(n):
         sample = make_demo_sample(index, config)
@@ -546,8 +561,7 @@ def make_demo_dataset(root: Path, config: DemoConfig = DemoConfig(), *, progress
         tags_lines.append(f"{sample.id},{' '.join(str(t) for t in sample.tags)}")
         quality_lines.append(f"{sample.id},{split},{sample.proxy_fault},{sample.proxy_strength:.3f}")
         saliency_lines.append(f"{sample.id},{sample.saliency_fault},{sample.saliency_strength:.3f}")
-        if progress is not None:
-            progress(1)
+        events.advance(1)
 
     ids = [_id(i) for i in range(n)]
     _write_text(root / "ImageSets" / "Segmentation" / "train.txt", [i for i, v in zip(ids, is_val) if not v])

@@ -5,6 +5,7 @@ without decoding; loading decodes each sample (in a thread pool: PIL and zlib re
 GIL) and checks sizes and label values; the store writer appends in batches.  Any bad input
 stops the import with a one-line :class:`~salcurate.errors.InputError` naming the file, and the
 destination store is left as it was (the new file is only renamed into place when complete).
+:func:`run` is the ``import voc`` / ``import folder`` command.
 """
 
 from __future__ import annotations
@@ -15,53 +16,63 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from salcurate.config import DEFAULT_STORE, Choice, setting, to_dict
 from salcurate.data import store as store_mod
 from salcurate.data.store import SampleRecord
 from salcurate.errors import InputError
+from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.imageio import IGNORE_LABEL, VOC_CLASS_NAMES, grey_png_bytes, probe_image, read_grey_png, read_label_png
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-ProgressFn = Callable[[int], None]
+#: Samples handed to the store writer at a time.
+WRITE_BATCH = 64
 
 
 # --------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------
+class ImportLayout(Choice):
+    """``voc``: ``JPEGImages/``, ``ImageSets/Segmentation/<split>.txt``, ``SegmentationClass[Aug]/``;
+    ``folder``: ``images/``, ``masks/``, ``gt/``, ``saliency/``, ``splits/<split>.txt``, ``tags.csv``,
+    ``classes.txt``."""
+
+    voc = "voc"
+    folder = "folder"
+
+
 @dataclasses.dataclass(frozen=True)
 class ImportConfig:
-    """Resolved settings of one import; saved in the store's run log.
+    """Settings of one import (``salcurate import voc|folder``); saved in the store's run log."""
 
-    ``layout`` is ``"voc"`` (``JPEGImages/``, ``ImageSets/Segmentation/<split>.txt``,
-    ``SegmentationClass[Aug]/``) or ``"folder"`` (``images/``, ``masks/``, ``gt/``,
-    ``saliency/``, ``splits/<split>.txt``, ``tags.csv``, ``classes.txt``).
-    """
-
-    layout: str
-    root: str
-    output: str
-    splits: tuple[str, ...] = ()
-    pseudo_dir: str | None = None
-    gt_dir: str | None = None
-    saliency_dir: str | None = None
-    tags_file: str | None = None
-    tags_dir: str | None = None
-    tags_from_gt: bool = False
-    class_names_file: str | None = None
-    strong_file: str | None = None
-    append: bool = False
-    overwrite: bool = False
-    workers: int = 0  # 0 = all cores
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+    layout: ImportLayout = setting(help="Dataset layout: voc or folder.")
+    root: str = setting(help="The dataset's root folder.", argument=True, metavar="ROOT")
+    output: str = setting(DEFAULT_STORE, "The store to write.", short="-o", metavar="PATH")
+    splits: tuple[str, ...] = setting((), "Split list(s) to import (repeatable); default all images.", flag="--split",
+                                      multiple=True)
+    pseudo_dir: str | None = setting(None, "Proxy annotations: PNG label maps, palette or grey.", flag="--pseudo",
+                                     metavar="PATH")
+    gt_dir: str | None = setting(None, "Ground-truth label maps (PNG).", flag="--gt", metavar="PATH")
+    saliency_dir: str | None = setting(None, "8-bit PNG saliency maps.", flag="--saliency", metavar="PATH")
+    tags_file: str | None = setting(None, "CSV `id,tags`, tags as space-separated class indices or names.",
+                                    flag="--tags", metavar="PATH")
+    tags_dir: str | None = setting(None, "One <id>.txt per image, one class index per line.", metavar="PATH")
+    tags_from_gt: bool = setting(False, "Take the image tags from the ground truth.")
+    class_names_file: str | None = setting(
+        None, "Class names, one per line, background first (default: the 21 VOC names).", flag="--class-names",
+        metavar="PATH")
+    strong_file: str | None = setting(None, "File of ids whose ground truth is trusted (semi-supervised).",
+                                      flag="--strong", metavar="PATH")
+    append: bool = setting(False, "Add these samples to an existing store.")
+    overwrite: bool = setting(False, "Replace an existing output.")
+    workers: int = setting(0, "Decoding threads (0 = all cores).", min=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +97,9 @@ class ImportPlan:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImportSummary:
+class ImportResult(Result):
+    """What an import wrote: counts per split and per kind of input."""
+
     output: Path
     num_imported: int
     num_total: int
@@ -204,15 +217,20 @@ def _read_text(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: expected a UTF-8 {what}, but byte {exc.start} is not UTF-8; save the file as UTF-8") from None
+        raise InputError(f"{path}: expected a UTF-8 {what}, but byte {exc.start} is not UTF-8; "
+                         "save the file as UTF-8") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read the {what} ({exc}); check the file") from None
 
 
-def _require_dir(path: Path, what: str) -> Path:
+def _require_dir(path: Path, what: str, param: str | None = None) -> Path:
     if not path.is_dir():
-        raise InputError(f"{path}: {what} not found; check the path")
+        raise InputError(f"{path}: {what} not found; check the path", param=param)
     return path
+
+
+def _s(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 # --------------------------------------------------------------------------------------
@@ -225,116 +243,173 @@ def _index_images(folder: Path) -> dict[str, Path]:
             stem, suffix = os.path.splitext(entry.name)
             if suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
                 if stem in found:
-                    raise InputError(f"{folder}: two images share the id {stem!r} ({found[stem].name}, {entry.name}); keep one")
+                    raise InputError(f"{folder}: two images share the id {stem!r} ({found[stem].name}, {entry.name}); "
+                                     "keep one")
                 found[stem] = Path(entry.path)
     return found
 
 
-def plan_import(config: ImportConfig) -> ImportPlan:
-    """Resolve which samples to import and where each file is; checks all but pixel content."""
-    root = Path(config.root)
-    _require_dir(root, "dataset root folder")
-    if config.layout == "voc":
-        image_dir, split_dir = root / "JPEGImages", root / "ImageSets" / "Segmentation"
-        default_gt = next((root / d for d in ("SegmentationClassAug", "SegmentationClass") if (root / d).is_dir()), None)
-        proxy_dir = Path(config.pseudo_dir) if config.pseudo_dir else None
-        class_file = Path(config.class_names_file) if config.class_names_file else None
-    elif config.layout == "folder":
-        image_dir, split_dir = root / "images", root / "splits"
-        default_gt = root / "gt" if (root / "gt").is_dir() else None
-        proxy_dir = Path(config.pseudo_dir) if config.pseudo_dir else (root / "masks" if (root / "masks").is_dir() else None)
-        class_file = Path(config.class_names_file) if config.class_names_file else (
-            root / "classes.txt" if (root / "classes.txt").is_file() else None)
+@dataclasses.dataclass(frozen=True)
+class _Folders:
+    """Where an import finds each kind of file (None: not given and not found by default)."""
+
+    root: Path
+    images: Path
+    splits: Path
+    proxy: Path | None
+    gt: Path | None
+    saliency: Path | None
+    class_names: Path | None
+
+
+def _layout(config: ImportConfig) -> ImportLayout:
+    try:
+        return ImportLayout(config.layout)
+    except ValueError:
+        raise InputError(f"unknown layout {config.layout!r}; expected voc or folder", param="layout") from None
+
+
+def _given(path: str | None) -> Path | None:
+    return Path(path) if path else None
+
+
+def _default(path: Path, *, file: bool = False) -> Path | None:
+    return path if (path.is_file() if file else path.is_dir()) else None
+
+
+def _resolve_folders(config: ImportConfig) -> _Folders:
+    """The folders of the layout, the given ones first; checks that each one exists."""
+    root = _require_dir(Path(config.root), "dataset root folder")
+    if _layout(config) == ImportLayout.voc:
+        images, splits = root / "JPEGImages", root / "ImageSets" / "Segmentation"
+        default_gt = _default(root / "SegmentationClassAug") or _default(root / "SegmentationClass")
+        proxy, class_names, saliency = _given(config.pseudo_dir), _given(config.class_names_file), None
     else:
-        raise InputError(f"unknown layout {config.layout!r}; expected voc or folder")
-    _require_dir(image_dir, "image folder")
-    gt_dir = Path(config.gt_dir) if config.gt_dir else default_gt
-    saliency_dir = Path(config.saliency_dir) if config.saliency_dir else (
-        root / "saliency" if config.layout == "folder" and (root / "saliency").is_dir() else None)
-    for d, what in ((proxy_dir, "proxy annotation folder (--pseudo)"), (gt_dir, "ground-truth folder (--gt)"),
-                    (saliency_dir, "saliency folder (--saliency)")):
+        images, splits = root / "images", root / "splits"
+        default_gt = _default(root / "gt")
+        proxy = _given(config.pseudo_dir) or _default(root / "masks")
+        class_names = _given(config.class_names_file) or _default(root / "classes.txt", file=True)
+        saliency = _default(root / "saliency")
+    _require_dir(images, "image folder")
+    folders = _Folders(root, images, splits, proxy, _given(config.gt_dir) or default_gt,
+                       _given(config.saliency_dir) or saliency, class_names)
+    for d, what, param in ((folders.proxy, "proxy annotation folder", "pseudo_dir"),
+                           (folders.gt, "ground-truth folder", "gt_dir"),
+                           (folders.saliency, "saliency folder", "saliency_dir")):
         if d is not None:
-            _require_dir(d, what)
-    class_names = read_class_names(class_file) if class_file else VOC_CLASS_NAMES
+            _require_dir(d, f"{what} ({param})", param)
+    return folders
 
-    images = _index_images(image_dir)
-    skipped = 0
-    ids_with_split: list[tuple[str, str]] = []
-    if config.splits:
-        seen: dict[str, str] = {}
-        for split in config.splits:
-            list_file = split_dir / f"{split}.txt"
-            ids = read_id_list(list_file)
-            if not ids:
-                raise InputError(f"{list_file}: split {split!r} is empty; list at least one id")
-            for sample_id in ids:
-                if sample_id in seen:
-                    raise InputError(
-                        f"{list_file}: duplicate id {sample_id!r} (already in split {seen[sample_id]!r}); "
-                        "each image may be imported once"
-                    )
-                if sample_id not in images:
-                    raise InputError(f"{list_file}: id {sample_id!r} has no image in {image_dir}; fix the list or add the image")
-                seen[sample_id] = split
-                ids_with_split.append((sample_id, split))
-    else:
-        for sample_id in sorted(images):
-            check_sample_id(sample_id, str(images[sample_id]))
-            if proxy_dir is not None and not (proxy_dir / f"{sample_id}.png").is_file():
-                skipped += 1
-                continue
-            ids_with_split.append((sample_id, "all"))
-        if not ids_with_split:
-            where = f"{image_dir} with a proxy in {proxy_dir}" if proxy_dir else str(image_dir)
-            raise InputError(f"{where}: no images found; check the folders")
 
-    ids = [i for i, _ in ids_with_split]
+def _ids_from_splits(splits: Sequence[str], folders: _Folders, images: dict[str, Path]) -> list[tuple[str, str]]:
+    """``(id, split)`` of the split lists, in list order; every id once and with an image."""
+    seen: dict[str, str] = {}
+    out = []
+    for split in splits:
+        list_file = folders.splits / f"{split}.txt"
+        ids = read_id_list(list_file)
+        if not ids:
+            raise InputError(f"{list_file}: split {split!r} is empty; list at least one id")
+        for sample_id in ids:
+            if sample_id in seen:
+                raise InputError(f"{list_file}: duplicate id {sample_id!r} (already in split {seen[sample_id]!r}); "
+                                 "each image may be imported once")
+            if sample_id not in images:
+                raise InputError(f"{list_file}: id {sample_id!r} has no image in {folders.images}; "
+                                 "fix the list or add the image")
+            seen[sample_id] = split
+            out.append((sample_id, split))
+    return out
+
+
+def _ids_from_images(folders: _Folders, images: dict[str, Path]) -> tuple[list[tuple[str, str]], int]:
+    """Every image with a proxy annotation, in split ``all``, and the number left out."""
+    out, skipped = [], 0
+    for sample_id in sorted(images):
+        check_sample_id(sample_id, str(images[sample_id]))
+        if folders.proxy is not None and not (folders.proxy / f"{sample_id}.png").is_file():
+            skipped += 1
+            continue
+        out.append((sample_id, "all"))
+    if not out:
+        where = f"{folders.images} with a proxy in {folders.proxy}" if folders.proxy else str(folders.images)
+        raise InputError(f"{where}: no images found; check the folders")
+    return out, skipped
+
+
+def _read_tags(config: ImportConfig, folders: _Folders, ids: Sequence[str],
+               class_names: Sequence[str]) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
+    """The image tags of one tag source (or none) and where they came from."""
     sources = [s for s in (config.tags_file, config.tags_dir, config.tags_from_gt or None) if s]
     if len(sources) > 1:
-        raise InputError("give one tag source: --tags FILE, --tags-dir DIR or --tags-from-gt")
-    tags: dict[str, tuple[int, ...]] | None = None
+        raise InputError("give one tag source: tags_file, tags_dir or tags_from_gt",
+                         param=("tags_file", "tags_dir", "tags_from_gt"))
+    if config.tags_from_gt and folders.gt is None:
+        raise InputError("tags_from_gt needs ground truth; give gt_dir", param=("tags_from_gt", "gt_dir"))
+    if config.tags_from_gt:
+        return None, "gt"
     if config.tags_file:
-        tags = read_tags_csv(Path(config.tags_file), class_names)
-    elif config.tags_dir:
-        tags = read_tags_dir(Path(config.tags_dir), ids, class_names)
-    elif config.layout == "folder" and not config.tags_from_gt and (root / "tags.csv").is_file():
-        tags = read_tags_csv(root / "tags.csv", class_names)
-    if config.tags_from_gt and gt_dir is None:
-        raise InputError("--tags-from-gt needs ground truth; give --gt DIR")
-
-    strong: set[str] = set()
-    if config.strong_file:
-        strong = set(read_id_list(Path(config.strong_file)))
-        unknown = sorted(strong - set(ids))
-        if unknown:
-            raise InputError(f"{config.strong_file}: id {unknown[0]!r} is not among the imported samples; fix the list")
-        if gt_dir is None:
-            raise InputError(f"{config.strong_file}: strong samples need ground truth; give --gt DIR")
-
-    samples = []
-    for sample_id, split in ids_with_split:
-        proxy = None
-        if proxy_dir is not None:
-            proxy = proxy_dir / f"{sample_id}.png"
-            if not proxy.is_file():
-                raise InputError(f"{proxy}: proxy annotation for {sample_id!r} not found; add it or remove the id from the split")
-        gt = gt_dir / f"{sample_id}.png" if gt_dir is not None and (gt_dir / f"{sample_id}.png").is_file() else None
-        if sample_id in strong and gt is None:
-            raise InputError(f"{gt_dir}/{sample_id}.png: strong sample {sample_id!r} has no ground truth; add it or drop it from --strong")
-        if config.tags_from_gt and gt is None:
-            raise InputError(f"{gt_dir}/{sample_id}.png: --tags-from-gt needs ground truth for {sample_id!r}; add it or give tags another way")
-        sal = saliency_dir / f"{sample_id}.png" if saliency_dir is not None and (saliency_dir / f"{sample_id}.png").is_file() else None
-        sample_tags = None if tags is None else tags.get(sample_id)
-        samples.append(PlannedSample(sample_id, split, images[sample_id], proxy, gt, sal, sample_tags, sample_id in strong))
-    tags_source = ("gt" if config.tags_from_gt else config.tags_file or config.tags_dir
-                   or (str(root / "tags.csv") if tags is not None else None))
-    resolved = {"images": str(image_dir), "proxy": _s(proxy_dir), "gt": _s(gt_dir), "saliency": _s(saliency_dir),
-                "tags": tags_source, "class_names": list(class_names)}
-    return ImportPlan(tuple(samples), tuple(class_names), config.tags_from_gt, skipped, resolved)
+        return read_tags_csv(Path(config.tags_file), class_names), config.tags_file
+    if config.tags_dir:
+        return read_tags_dir(Path(config.tags_dir), ids, class_names), config.tags_dir
+    default = folders.root / "tags.csv"
+    if _layout(config) == ImportLayout.folder and default.is_file():
+        return read_tags_csv(default, class_names), str(default)
+    return None, None
 
 
-def _s(path: Path | None) -> str | None:
-    return None if path is None else str(path)
+def _read_strong(config: ImportConfig, folders: _Folders, ids: Sequence[str]) -> set[str]:
+    """Ids whose ground truth is trusted; each must be imported and have a ground-truth folder."""
+    if not config.strong_file:
+        return set()
+    strong = set(read_id_list(Path(config.strong_file)))
+    unknown = sorted(strong - set(ids))
+    if unknown:
+        raise InputError(f"{config.strong_file}: id {unknown[0]!r} is not among the imported samples; fix the list")
+    if folders.gt is None:
+        raise InputError(f"{config.strong_file}: strong samples need ground truth; give gt_dir", param="gt_dir")
+    return strong
+
+
+def _plan_sample(sample_id: str, split: str, image: Path, folders: _Folders, *, tags: tuple[int, ...] | None,
+                 strong: bool, tags_from_gt: bool) -> PlannedSample:
+    """One sample's files; a proxy named by the split lists must exist, and so must the ground
+    truth of a strong sample or one whose tags come from it."""
+    proxy = None
+    if folders.proxy is not None:
+        proxy = folders.proxy / f"{sample_id}.png"
+        if not proxy.is_file():
+            raise InputError(f"{proxy}: proxy annotation for {sample_id!r} not found; add it or remove the id from "
+                             "the split")
+    gt = _default(folders.gt / f"{sample_id}.png", file=True) if folders.gt is not None else None
+    if strong and gt is None:
+        raise InputError(f"{folders.gt}/{sample_id}.png: strong sample {sample_id!r} has no ground truth; add it or "
+                         "drop it from strong_file", param="strong_file")
+    if tags_from_gt and gt is None:
+        raise InputError(f"{folders.gt}/{sample_id}.png: tags_from_gt needs ground truth for {sample_id!r}; add it "
+                         "or give tags another way", param="tags_from_gt")
+    sal = _default(folders.saliency / f"{sample_id}.png", file=True) if folders.saliency is not None else None
+    return PlannedSample(sample_id, split, image, proxy, gt, sal, tags, strong)
+
+
+def plan_import(config: ImportConfig) -> ImportPlan:
+    """Resolve which samples to import and where each file is; checks all but pixel content."""
+    folders = _resolve_folders(config)
+    class_names = read_class_names(folders.class_names) if folders.class_names else VOC_CLASS_NAMES
+    images = _index_images(folders.images)
+    if config.splits:
+        ids_with_split, skipped = _ids_from_splits(config.splits, folders, images), 0
+    else:
+        ids_with_split, skipped = _ids_from_images(folders, images)
+    ids = [i for i, _ in ids_with_split]
+    tags, tags_source = _read_tags(config, folders, ids, class_names)
+    strong = _read_strong(config, folders, ids)
+    samples = tuple(_plan_sample(sample_id, split, images[sample_id], folders, strong=sample_id in strong,
+                                 tags=None if tags is None else tags.get(sample_id), tags_from_gt=config.tags_from_gt)
+                    for sample_id, split in ids_with_split)
+    resolved = {"images": str(folders.images), "proxy": _s(folders.proxy), "gt": _s(folders.gt),
+                "saliency": _s(folders.saliency), "tags": tags_source, "class_names": list(class_names)}
+    return ImportPlan(samples, tuple(class_names), config.tags_from_gt, skipped, resolved)
 
 
 # --------------------------------------------------------------------------------------
@@ -351,7 +426,7 @@ def _check_labels(labels: np.ndarray, path: Path, num_classes: int, hw: tuple[in
     if bad.size:
         raise InputError(
             f"{path}: label value {int(bad[0]) + num_classes + 1} is above the {num_classes} classes and not "
-            f"255 (ignore); fix the mask or give the right --class-names"
+            "255 (ignore); fix the mask or give the right class_names_file", param="class_names_file"
         )
     return labels
 
@@ -377,7 +452,8 @@ def load_sample(p: PlannedSample, class_names: Sequence[str], tags_from_gt: bool
             raise InputError(f"{p.saliency}: cannot read the saliency map ({exc}); check the file") from None
         sal = read_grey_png(sal_bytes, name=str(p.saliency))
         if sal.shape != (h, w):
-            raise InputError(f"{p.saliency}: saliency map is {sal.shape[1]}x{sal.shape[0]} but its image is {w}x{h}; resize it to its image")
+            raise InputError(f"{p.saliency}: saliency map is {sal.shape[1]}x{sal.shape[0]} but its image is {w}x{h}; "
+                             "resize it to its image")
         sal_png = grey_png_bytes(sal_bytes, sal)
     tags = None
     if tags_from_gt and gt is not None:
@@ -418,63 +494,85 @@ def iter_loaded(plan: ImportPlan, *, workers: int) -> Iterator[SampleRecord]:
 # --------------------------------------------------------------------------------------
 # The import
 # --------------------------------------------------------------------------------------
-def import_dataset(config: ImportConfig, *, progress: ProgressFn | None = None,
-                   on_plan: Callable[[ImportPlan], None] | None = None, batch_size: int = 64) -> ImportSummary:
-    """Import a dataset into a new store (or append a split with ``config.append``)."""
-    started = time.time()
+def _check_output(config: ImportConfig) -> Path:
     output = Path(config.output)
     if output.is_dir():
-        raise InputError(f"{output}: expected a store file path, got a folder; give a file name such as {output / 'masks.h5'}")
+        raise InputError(f"{output}: expected a store file path, got a folder; give a file name such as "
+                         f"{output / 'masks.h5'}")
     if not config.append and output.exists() and not config.overwrite:
-        raise InputError(f"{output}: exists already; pass --overwrite to replace it or --append to add samples")
+        raise InputError(f"{output}: exists already; pass overwrite to replace it or append to add samples",
+                         param=("overwrite", "append"))
+    return output
+
+
+def _check_append(output: Path, plan: ImportPlan) -> None:
+    """The store to append to has this import's classes and none of its ids."""
+    with store_mod.MaskStore(output) as existing:
+        if existing.class_names != plan.class_names:
+            raise InputError(
+                f"{output}: the store's classes ({len(existing.class_names)}: {', '.join(existing.class_names[:4])}, "
+                f"...) differ from this import's ({len(plan.class_names)}); give the same class_names_file",
+                param="class_names_file")
+        clash = set(existing.ids) & {p.id for p in plan.samples}
+        if clash:
+            raise InputError(f"{output}: id {sorted(clash)[0]!r} is already in the store; "
+                             "duplicate ids are not allowed")
+
+
+class _Counter:
+    """Counts what an import writes, per split and per kind of input."""
+
+    def __init__(self) -> None:
+        self.per_split: dict[str, int] = {}
+        self.kinds = dict(proxy=0, gt=0, saliency=0, tags=0, strong=0)
+
+    def add(self, record: SampleRecord) -> None:
+        self.per_split[record.split] = self.per_split.get(record.split, 0) + 1
+        for k in ("proxy", "gt", "saliency"):
+            self.kinds[k] += record.map(k) is not None
+        self.kinds["tags"] += record.tags is not None
+        self.kinds["strong"] += record.strong
+
+
+def _write_all(writer: store_mod._Writable, plan: ImportPlan, workers: int, counter: _Counter,
+               events: Events) -> None:
+    batch: list[SampleRecord] = []
+    for record in iter_loaded(plan, workers=workers):
+        batch.append(record)
+        counter.add(record)
+        if len(batch) >= WRITE_BATCH:
+            writer.append_samples(batch)
+            events.advance(len(batch))
+            batch = []
+    writer.append_samples(batch)
+    if batch:
+        events.advance(len(batch))
+
+
+def run(config: ImportConfig, *, events: Events | None = None) -> ImportResult:
+    """Import a dataset into a new store (or add samples to one with ``config.append``)."""
+    events = events or NO_EVENTS
+    started = time.time()
+    output = _check_output(config)
     plan = plan_import(config)
-    if on_plan is not None:
-        on_plan(plan)
+    events.start(len(plan.samples))
     workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
-    command = f"import {config.layout}"
-    cfg = {**config.to_dict(), "resolved": plan.resolved}
-    counts = dict(proxy=0, gt=0, saliency=0, tags=0, strong=0)
-    per_split: dict[str, int] = {}
-
-    def write_all(writer: store_mod._Writable) -> None:
-        batch: list[SampleRecord] = []
-        for record in iter_loaded(plan, workers=workers):
-            batch.append(record)
-            per_split[record.split] = per_split.get(record.split, 0) + 1
-            for k in ("proxy", "gt", "saliency"):
-                counts[k] += record.map(k) is not None
-            counts["tags"] += record.tags is not None
-            counts["strong"] += record.strong
-            if len(batch) >= batch_size:
-                writer.append_samples(batch)
-                if progress:
-                    progress(len(batch))
-                batch = []
-        writer.append_samples(batch)
-        if progress and batch:
-            progress(len(batch))
-
+    command = f"import {_layout(config)}"
+    saved = {**to_dict(config), "resolved": plan.resolved}
+    counter = _Counter()
     if config.append:
-        with store_mod.MaskStore(output) as existing:
-            if existing.class_names != plan.class_names:
-                raise InputError(
-                    f"{output}: the store's classes ({len(existing.class_names)}: {', '.join(existing.class_names[:4])}, ...) "
-                    f"differ from this import's ({len(plan.class_names)}); give the same --class-names"
-                )
-            clash = set(existing.ids) & {p.id for p in plan.samples}
-            if clash:
-                raise InputError(f"{output}: id {sorted(clash)[0]!r} is already in the store; duplicate ids are not allowed")
-        with store_mod.transaction(output, command=command, config=cfg, started=started) as tx:
-            write_all(tx)
+        _check_append(output, plan)
+        with store_mod.transaction(output, command=command, config=saved, started=started) as tx:
+            _write_all(tx, plan, workers, counter, events)
             total = tx.num_samples
     else:
-        with store_mod.create_store(output, plan.class_names, command=command, config=cfg,
+        with store_mod.create_store(output, plan.class_names, command=command, config=saved,
                                     overwrite=config.overwrite, started=started) as writer:
-            write_all(writer)
+            _write_all(writer, plan, workers, counter, events)
             total = writer.num_samples
     n = len(plan.samples)
     log.info("imported %d samples into %s", n, output)
-    return ImportSummary(output=output, num_imported=n, num_total=total, per_split=per_split,
-                         with_proxy=counts["proxy"], with_gt=counts["gt"], with_saliency=counts["saliency"],
-                         with_tags=counts["tags"], strong=counts["strong"], skipped=plan.skipped,
-                         seconds=time.time() - started)
+    k = counter.kinds
+    return ImportResult(output=output, num_imported=n, num_total=total, per_split=counter.per_split,
+                        with_proxy=k["proxy"], with_gt=k["gt"], with_saliency=k["saliency"], with_tags=k["tags"],
+                        strong=k["strong"], skipped=plan.skipped, seconds=time.time() - started)

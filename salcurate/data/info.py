@@ -1,15 +1,47 @@
 """What a store holds: counts, class frequencies, scores, selections and the run log.
 
-Pure summaries over :class:`~salcurate.data.store.MaskStore` reads; the CLI renders them.
+Pure summaries over :class:`~salcurate.data.store.MaskStore` reads (:func:`store_summary`, which the
+report uses too) and :func:`run`, the ``info`` command; the CLI renders them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
+from salcurate.config import store_setting
 from salcurate.data.store import LABEL_KINDS, MAP_KINDS, MaskStore
+from salcurate.events import Events, Result
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoConfig:
+    """Settings of ``info``."""
+
+    store: str = store_setting()
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoResult(Result):
+    """Everything ``salcurate info`` shows (the fields of :func:`store_summary`)."""
+
+    path: str
+    schema_version: int
+    salcurate_version: str | None
+    created: str | None
+    num_samples: int
+    num_classes: int
+    splits: dict[str, int]  # split -> samples
+    maps: dict[str, int]  # map kind -> samples that have one
+    with_tags: int
+    strong: int
+    image_sizes: dict[str, list[int] | None]  # height / width -> [min, max]
+    classes: list[dict[str, Any]]  # per class, see class_table
+    scores: dict[str, dict[str, Any]]  # per score column: column_summary and its config
+    selections: dict[str, dict[str, Any]]  # per selection: kept, total, rule
+    log: list[dict[str, Any]]  # the store's run log
 
 
 def column_summary(values: np.ndarray) -> dict[str, Any]:
@@ -62,3 +94,9 @@ def store_summary(store: MaskStore) -> dict[str, Any]:
                            "rule": store.selection_meta(n).get("rule")} for n in store.selection_names()},
         "log": store.run_log(),
     }
+
+
+def run(config: InfoConfig, *, events: Events | None = None) -> InfoResult:
+    """Summarize the store ``config.store`` (reads only)."""
+    with MaskStore(config.store) as store:
+        return InfoResult(**store_summary(store))

@@ -248,7 +248,8 @@ class MaskStore:
         try:
             return self._index[sample_id]
         except KeyError:
-            raise StoreError(f"{self.path}: no sample with id {sample_id!r}; list ids with `salcurate export`") from None
+            raise StoreError(f"{self.path}: no sample with id {sample_id!r}; "
+                             "list ids with `salcurate export`") from None
 
     def split_names(self) -> list[str]:
         return sorted(set(self.splits.tolist()))
@@ -356,7 +357,8 @@ class MaskStore:
         """``(N,)`` float32 weight per sample (Eq. 9: 1 kept, 0 dropped)."""
         if name not in self._f["selections"]:
             have = ", ".join(self.selection_names()) or "none"
-            raise StoreError(f"{self.path}: no selection {name!r} (the store has: {have}); make one with `salcurate select`")
+            raise StoreError(f"{self.path}: no selection {name!r} (the store has: {have}); "
+                             "make one with `salcurate select`")
         return self._f[f"selections/{name}"][:]
 
     def selection_meta(self, name: str) -> dict[str, Any]:
@@ -406,7 +408,8 @@ def _write_lock(dest: Path) -> Iterator[None]:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StoreError(f"{dest}: cannot create the lock file {lock_path} ({exc}); check the folder's permissions") from None
+        raise StoreError(f"{dest}: cannot create the lock file {lock_path} ({exc}); "
+                         "check the folder's permissions") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -535,7 +538,8 @@ class _Writable:
         maps = self._f["maps"]
         if name in maps:
             if not overwrite:
-                raise StoreError(f"{self.path}: maps {name!r} exist already; pass --overwrite to replace them")
+                raise StoreError(f"{self.path}: maps {name!r} exist already; pass overwrite to replace them",
+                                 param="overwrite")
             del maps[name]
         g = maps.create_group(name)
         g.attrs["encoding"] = "bits"
@@ -575,7 +579,8 @@ class _Writable:
         if name in g:
             if not overwrite:
                 what = "score column" if group == "scores" else "selection"
-                raise StoreError(f"{self.path}: {what} {name!r} exists already; pass --overwrite to replace it or choose another name")
+                raise StoreError(f"{self.path}: {what} {name!r} exists already; pass overwrite to replace it "
+                                 "or choose another name", param="overwrite")
             del g[name]
         # Uncompressed and written whole, so every chunk is allocated: in-place filling later
         # overwrites raw bytes only (see the module docstring).
@@ -672,7 +677,8 @@ def create_store(dest: str | os.PathLike[str], class_names: Sequence[str], *, co
     if dest.is_dir():
         raise StoreError(f"{dest}: expected a store file path, got a folder; give a file name inside it")
     if dest.exists() and not overwrite:
-        raise StoreError(f"{dest}: exists already; pass --overwrite to replace it or --append to add samples")
+        raise StoreError(f"{dest}: exists already; pass overwrite to replace it or append to add samples",
+                         param=("overwrite", "append"))
     if len(class_names) < 2:
         raise StoreError(f"expected background plus at least one class name, got {list(class_names)}")
     if not dest.parent.is_dir():

@@ -73,7 +73,8 @@ class WorkArea:
         """``(N,)`` bool: samples whose results are complete."""
         return self._done.astype(bool)
 
-    def write(self, indices: Sequence[int], values: np.ndarray, masks: Sequence[np.ndarray | None] | None = None) -> None:
+    def write(self, indices: Sequence[int], values: np.ndarray,
+              masks: Sequence[np.ndarray | None] | None = None) -> None:
         """Record results for ``indices``: values ``(K, len(columns))``, masks ``(H, W)`` bool each.
 
         Each sample's data are written before it is marked done, so a kill at any moment
@@ -138,7 +139,8 @@ def open_work_area(store_path: Path, command: str, config: dict[str, Any], *, id
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise StoreError(f"{store_path}: another `salcurate {command}` with this config is running; wait for it") from None
+                raise StoreError(f"{store_path}: another `salcurate {command}` with this config is running; "
+                                 "wait for it") from None
         meta_path = folder / "meta.json"
         if folder.exists():
             try:

@@ -1,6 +1,8 @@
-"""Evaluation of a segmentation model (SAL-Net) against ground truth, and prediction with it.
+"""Stage 5, evaluation: a trained SAL-Net model's segmentations, scored or written out.
 
-``metrics``: confusion matrix, IoU, mIoU, pixel accuracy and the paper's class order (pure
-numpy).  ``inference``: multi-scale / flip probabilities and the dense CRF.  ``evaluate``: the
-``evaluate`` and ``predict`` commands' library functions.  Nothing is imported eagerly.
+Takes a SAL-Net model file (written by ``retrain``) and a store's split with ground truth, or
+image files, and gives mIoU and per-class IoU in the paper's Table II layout (``evaluate``) or
+VOC palette label maps (``predict``).  ``inference`` holds what both share: the model file,
+multi-scale / flip probabilities fused by max, the dense CRF and the checks of their settings.
+The metrics themselves are :mod:`salcurate.segmentation_metrics`.  Nothing is imported eagerly.
 """

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from salcurate.config import Choice
 from salcurate.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Device(Choice):
@@ -18,6 +21,8 @@ class Device(Choice):
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``."""
+    import torch  # here, not at the top: configs import Device without loading torch
+
     name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -101,9 +101,11 @@ class SALNetConfig:
         if self.backbone not in BACKBONES:
             raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.attention not in ATTENTION_MODES:
-            raise InputError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
+            raise InputError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}",
+                             param="attention")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise InputError(f"num_classes (C, foreground classes) must be a whole number >= 1, got {self.num_classes!r}")
+            raise InputError(f"num_classes (C, foreground classes) must be a whole number >= 1, "
+                             f"got {self.num_classes!r}")
         for name in ("aspp_rates", "class_dilations"):
             value = tuple(getattr(self, name))
             if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
@@ -181,12 +183,13 @@ def _load_state(backbone: str, weights: str) -> dict[str, Tensor]:
         if not path.exists():
             raise InputError(
                 f"ImageNet weights for {backbone} are not in the torch cache ({path}); download {url} to that path, "
-                "or pass --backbone-weights PATH, or --backbone-weights none for random initialization")
+                "or pass backbone_weights PATH, or backbone_weights none for random initialization",
+                param="backbone_weights")
     else:
         path = Path(weights)
         if not path.is_file():
-            raise InputError(f"--backbone-weights {weights}: no such file; pass a torchvision {backbone} state dict "
-                             "(.pth), imagenet (the torch cache) or none")
+            raise InputError(f"backbone_weights {weights}: no such file; pass a torchvision {backbone} state dict "
+                             "(.pth), imagenet (the torch cache) or none", param="backbone_weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -215,12 +218,13 @@ def build_backbone(name: str, *, weights: str = "none") -> nn.Module:
         try:
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:
-            raise InputError(f"--backbone-weights {weights}: the weights do not fit torchvision's {name} "
-                             f"({str(exc).splitlines()[0]}); pass {name} weights") from None
+            raise InputError(f"backbone_weights {weights}: the weights do not fit torchvision's {name} "
+                             f"({str(exc).splitlines()[0]}); pass {name} weights", param="backbone_weights") from None
         body_missing = [k for k in missing if not k.startswith(("classifier", "fc."))]
         if body_missing or len(unexpected) == len(state):
-            raise InputError(f"--backbone-weights {weights}: {len(body_missing)} of {name}'s layers have no weights "
-                             f"there (e.g. {(body_missing or list(unexpected))[:1]}); pass torchvision {name} weights")
+            raise InputError(f"backbone_weights {weights}: {len(body_missing)} of {name}'s layers have no weights "
+                             f"there (e.g. {(body_missing or list(unexpected))[:1]}); pass torchvision {name} weights",
+                             param="backbone_weights")
         log.info("loaded %s weights from %s", name, weights)
     if name == "vgg16":
         layers = list(net.features.children())
@@ -261,7 +265,8 @@ class ASPP(nn.Module):
         for r in rates:
             if hidden:
                 branches.append(nn.Sequential(
-                    nn.Conv2d(in_channels, hidden, 3, padding=r, dilation=r), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+                    nn.Conv2d(in_channels, hidden, 3, padding=r, dilation=r), nn.ReLU(inplace=True),
+                    nn.Dropout2d(dropout),
                     nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
                     nn.Conv2d(hidden, out_channels, 1)))
             else:
@@ -375,7 +380,8 @@ def preprocess(image: np.ndarray) -> Tensor:
     """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32, normalised with the ImageNet mean and std."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InputError(f"preprocess expects an (H, W, 3) uint8 RGB image, got {got}; decode it with salcurate.imageio")
+        raise InputError(f"preprocess expects an (H, W, 3) uint8 RGB image, got {got}; "
+                         "decode it with salcurate.imageio")
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None]

@@ -388,13 +388,13 @@ def load_checkpoint(
     path = Path(path)
     if not path.exists():
         raise InputError(
-            f"scorer checkpoint {path} not found; train one with `salcurate train-scorer` or pass --scorer PATH"
+            f"scorer checkpoint {path} not found; train one with `salcurate train-scorer` or pass scorer PATH"
         )
     if not path.is_file():
-        raise InputError(f"scorer checkpoint {path} is not a file; pass the checkpoint file with --scorer PATH")
+        raise InputError(f"scorer checkpoint {path} is not a file; pass the checkpoint file as scorer PATH")
     not_ours = (
         f"{path} is not a salcurate scorer checkpoint; "
-        "pass a file written by `salcurate train-scorer` with --scorer PATH"
+        "pass a file written by `salcurate train-scorer` as scorer PATH"
     )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

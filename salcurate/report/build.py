@@ -24,9 +24,11 @@ import numpy as np
 from PIL import Image
 
 from salcurate._version import __version__
+from salcurate.config import setting, store_setting, to_dict
 from salcurate.data.info import store_summary
 from salcurate.data.store import MaskStore, utc_now
 from salcurate.errors import InputError
+from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.imageio import decode_image, voc_palette
 from salcurate.paper import BEST_TAUS
 from salcurate.report import data
@@ -39,16 +41,20 @@ THUMB_HEIGHT = 96
 
 @dataclasses.dataclass(frozen=True)
 class ReportConfig:
-    store: str
-    out: str
-    by: str | None = None  # gallery score: sf when it exists, else sc
-    k: int = 12
-    overwrite: bool = False
-    workers: int = 0
+    """Settings of ``report``; saved in the folder's ``report.json``."""
+
+    store: str = store_setting()
+    output: str = setting("report", "Report folder (index.html and img/).", short="-o")
+    by: str | None = setting(None, "Score for the galleries: sf or sc (default: sf when present).")
+    k: int = setting(12, "Worst and best masks shown per gallery.")
+    overwrite: bool = setting(False, "Replace an existing output.")
+    workers: int = setting(0, "Thumbnail threads (0 = all cores).", cli=False)
 
 
 @dataclasses.dataclass(frozen=True)
-class ReportSummary:
+class ReportResult(Result):
+    """Where the report is, the score its galleries use, and what it cost."""
+
     index: Path
     by: str | None
     thumbnails: int
@@ -114,90 +120,122 @@ def _plot(path: Path, draw: Callable[[Any], None], *, size: tuple[float, float] 
 # ------------------------------------------------------------------------------------------
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; choose another -o folder")
+        raise InputError(f"{out}: exists and is not a folder; choose another output folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file() and not overwrite:
-            raise InputError(f"{out}: folder is not empty and holds no salcurate report; pass --overwrite "
-                             "to write into it or choose another -o folder")
+            raise InputError(f"{out}: folder is not empty and holds no salcurate report; pass overwrite "
+                             "to write into it or choose another output folder", param="overwrite")
         if (out / MARKER).is_file() and not overwrite:
-            raise InputError(f"{out}: holds a previous report; pass --overwrite to replace it")
+            raise InputError(f"{out}: holds a previous report; pass overwrite to replace it", param="overwrite")
 
 
-def write_report(config: ReportConfig, *, progress: Callable[[int], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> ReportSummary:
-    """Write the report folder for a store; see the module docstring."""
+@dataclasses.dataclass(frozen=True)
+class _Content:
+    """What the page shows, read from the store."""
+
+    summary: dict[str, Any]
+    scores: dict[str, np.ndarray]  # score name -> (N,) float64, NaN = not scored
+    by: str | None  # the galleries' and the tau view's score
+    k: int
+    quality: np.ndarray | None  # (N,) true quality (AGT), None without ground truth
+    classes: np.ndarray  # (N, C) bool tags
+    class_names: tuple[str, ...]
+    galleries: dict[str, dict[str, list[int]]]  # group -> {"worst": [...], "best": [...]}
+    ids: tuple[str, ...]
+    selections: dict[str, Any]
+
+    @property
+    def chosen(self) -> list[int]:
+        """The samples shown in some gallery, in store order."""
+        return sorted({i for g in self.galleries.values() for part in g.values() for i in part})
+
+
+def _read(st: MaskStore, config: ReportConfig) -> _Content:
+    """Everything the page shows, from the store; checks ``by`` and ``k`` against it."""
     from salcurate.selection.validation import true_quality_of_store
 
+    scores = {name: st.score(name).astype(np.float64) for name in data.SCORE_LABELS if name in st.score_names()}
+    by = config.by or ("sf" if "sf" in scores else "sc" if "sc" in scores else None)
+    if config.by is not None and config.by not in st.score_names():
+        have = ", ".join(st.score_names()) or "none"
+        raise InputError(f"by {config.by}: no such score in the store (it has: {have}); "
+                         f"run `salcurate {data.MAKES.get(config.by, 'score-coarse')}` first", param="by")
+    if by is not None and config.by is not None and config.by not in scores:
+        scores[by] = st.score(by).astype(np.float64)
+    n_scored = int((~np.isnan(scores[by])).sum()) if by else 0
+    if by is not None and config.k > n_scored:
+        raise InputError(f"k {config.k} is larger than the {n_scored} samples scored by {by}; "
+                         f"choose k {n_scored} or less", param="k")
+    classes = st.tags
+    class_names = st.class_names
+    quality = true_quality_of_store(st, miou=False)[0] if st.has_map("gt").any() else None
+    galleries: dict[str, dict[str, list[int]]] = {}
+    if by is not None:
+        galleries["all classes"] = data.gallery(scores[by], config.k)
+        for c, name in enumerate(class_names[1:]):
+            among = classes[:, c]
+            if among.any():
+                galleries[name] = data.gallery(scores[by], config.k, among=among)
+    scored = ~np.isnan(scores[by]) if by else st.has_map("proxy")
+    selections = {name: {"rule": st.selection_meta(name).get("rule"),
+                         **data.selection_view(st.selection(name), classes, scored)}
+                  for name in st.selection_names()}
+    return _Content(store_summary(st), scores, by, config.k, quality, classes, class_names, galleries, st.ids,
+                    selections)
+
+
+def _thumbnails(st: MaskStore, img: Path, chosen: list[int], workers: int, events: Events) -> None:
+    """``img/t{i}.jpg`` for every chosen sample (:func:`thumbnail`)."""
+    ref_kind = "reference" if "reference" in st.map_names() else None
+
+    def thumb(i: int) -> None:
+        # Pillow, not torchvision: loading torch for a thousand decodes would cost ~700 MiB
+        image = decode_image(st.image_bytes(i), backend="pillow")
+        strip = thumbnail(image, st.map("proxy", i), st.map(ref_kind, i) if ref_kind else None, st.map("gt", i))
+        (img / f"t{i}.jpg").write_bytes(strip)
+
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
+    # reading is serialized by h5py; decoding, drawing and JPEG encoding run in parallel
+    with ThreadPoolExecutor(workers) as pool:
+        for done, _ in enumerate(pool.map(thumb, chosen), 1):
+            if done % 16 == 0:
+                events.advance(16)
+    if len(chosen) % 16:
+        events.advance(len(chosen) % 16)
+
+
+def run(config: ReportConfig, *, events: Events | None = None) -> ReportResult:
+    """Write the report folder for a store; see the module docstring.
+
+    Reads the store, never writes to it.  Events: ``start(thumbnails)``, ``advance(n)`` as they
+    are drawn.
+    """
+    events = events or NO_EVENTS
     started = time.time()
-    out = Path(config.out)
+    out = Path(config.output)
     if config.k < 1:
-        raise InputError(f"--k must be at least 1, got {config.k}")
+        raise InputError(f"k must be at least 1, got {config.k}", param="k")
     _check_out(out, config.overwrite)
     with MaskStore(config.store) as st:
-        scores = {name: st.score(name).astype(np.float64) for name in data.SCORE_LABELS if name in st.score_names()}
-        by = config.by or ("sf" if "sf" in scores else "sc" if "sc" in scores else None)
-        if config.by is not None and config.by not in st.score_names():
-            have = ", ".join(st.score_names()) or "none"
-            raise InputError(f"--by {config.by}: no such score in the store (it has: {have}); "
-                             f"run `salcurate {data.MAKES.get(config.by, 'score-coarse')}` first")
-        if by is not None and config.by is not None and config.by not in scores:
-            scores[by] = st.score(by).astype(np.float64)
-        n_scored = int((~np.isnan(scores[by])).sum()) if by else 0
-        if by is not None and config.k > n_scored:
-            raise InputError(f"--k {config.k} is larger than the {n_scored} samples scored by {by}; "
-                             f"choose --k {n_scored} or less")
-        summary = store_summary(st)
-        classes = st.tags
-        class_names = st.class_names
-        has_gt = st.has_map("gt").any()
-        quality = true_quality_of_store(st, miou=False)[0] if has_gt else None
-        galleries: dict[str, dict[str, list[int]]] = {}
-        if by is not None:
-            galleries["all classes"] = data.gallery(scores[by], config.k)
-            for c, name in enumerate(class_names[1:]):
-                among = classes[:, c]
-                if among.any():
-                    galleries[name] = data.gallery(scores[by], config.k, among=among)
-        chosen = sorted({i for g in galleries.values() for part in g.values() for i in part})
-        if on_start:
-            on_start(len(chosen))
-        # -- files ---------------------------------------------------------------------
+        content = _read(st, config)
+        chosen = content.chosen
+        events.start(len(chosen))
         img = out / "img"
         if img.exists():
             shutil.rmtree(img)
         img.mkdir(parents=True)
-        ref_kind = "reference" if "reference" in st.map_names() else None
-
-        def thumb(i: int) -> None:
-            # Pillow, not torchvision: loading torch for a thousand decodes would cost ~700 MiB
-            strip = thumbnail(decode_image(st.image_bytes(i), backend="pillow"), st.map("proxy", i), st.map(ref_kind, i) if ref_kind else None,
-                              st.map("gt", i))
-            (img / f"t{i}.jpg").write_bytes(strip)
-
-        workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
-        # reading is serialized by h5py; decoding, drawing and JPEG encoding run in parallel
-        with ThreadPoolExecutor(workers) as pool:
-            for done, _ in enumerate(pool.map(thumb, chosen), 1):
-                if progress and done % 16 == 0:
-                    progress(16)
-        if progress and len(chosen) % 16:
-            progress(len(chosen) % 16)
-        selections = {name: {"rule": st.selection_meta(name).get("rule"),
-                             **data.selection_view(st.selection(name), classes,
-                                                   ~np.isnan(scores[by]) if by else st.has_map("proxy"))}
-                      for name in st.selection_names()}
-        ids = st.ids
-    sections = _render(out, img, summary=summary, scores=scores, by=by, quality=quality, classes=classes,
-                       class_names=class_names, galleries=galleries, ids=ids, selections=selections,
-                       config=config)
-    (out / "index.html").write_text(sections, encoding="utf-8")
-    meta = {"config": dataclasses.asdict(config), "resolved_by": by, "created": utc_now(),
+        _thumbnails(st, img, chosen, config.workers, events)
+    (out / "index.html").write_text(_render(img, content), encoding="utf-8")
+    meta = {"config": to_dict(config), "resolved_by": content.by, "created": utc_now(),
             "salcurate_version": __version__, "thumbnails": len(chosen)}
     (out / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return ReportSummary(out / "index.html", by, len(chosen), time.time() - started, size)
+    return ReportResult(out / "index.html", content.by, len(chosen), time.time() - started, size)
 
 
+# ------------------------------------------------------------------------------------------
+# The page
+# ------------------------------------------------------------------------------------------
 def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -208,130 +246,167 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _render(out: Path, img: Path, *, summary: dict[str, Any], scores: dict[str, np.ndarray], by: str | None,
-            quality: np.ndarray | None, classes: np.ndarray, class_names: tuple[str, ...],
-            galleries: dict[str, dict[str, list[int]]], ids: tuple[str, ...], selections: dict[str, Any],
-            config: ReportConfig) -> str:
-    e = html.escape
-    parts: list[str] = []
-    # -- summary -------------------------------------------------------------------------
-    parts.append("<h2 id='summary'>Summary</h2>")
+def _summary_section(c: _Content) -> list[str]:
+    """The store's samples, classes, missing scores and run log."""
+    e, summary = html.escape, c.summary
+    parts = ["<h2 id='summary'>Summary</h2>"]
     parts.append(f"<p>{summary['num_samples']} samples, {summary['num_classes']} classes; splits: "
                  + e(", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
                  + "; maps: " + e(", ".join(f"{k} {v}" for k, v in summary["maps"].items()))
                  + f"; tags {summary['with_tags']}; strong {summary['strong']}.</p>")
     parts.append(_table(["class", "proxy images", "gt images", "tagged images"],
-                        [[r["name"], r["proxy_images"], r["gt_images"], "" if r["tagged_images"] is None else r["tagged_images"]]
-                         for r in summary["classes"]]))
-    missing = [n for n in data.SCORE_LABELS if n not in scores]
+                        [[r["name"], r["proxy_images"], r["gt_images"],
+                          "" if r["tagged_images"] is None else r["tagged_images"]] for r in summary["classes"]]))
+    missing = [n for n in data.SCORE_LABELS if n not in c.scores]
     if missing:
         cmds = sorted({data.MAKES[n] for n in missing})
         parts.append(f"<p class='note'>Not in the store yet: {e(', '.join(missing))}. "
-                     + " ".join(f"Run <code>salcurate {e(c)}</code>." for c in cmds) + "</p>")
+                     + " ".join(f"Run <code>salcurate {e(cmd)}</code>." for cmd in cmds) + "</p>")
     parts.append("<h3>Run log</h3>")
     parts.append(_table(["finished", "command", "seconds"],
                         [[x["finished"], x["command"], f"{x['duration_s']:.1f}"] for x in summary["log"]]))
-    # -- distributions -------------------------------------------------------------------
-    if scores:
-        parts.append("<h2 id='scores'>Score distributions</h2><div class='grid'>")
-        for name, values in scores.items():
-            h = data.histogram(values)
+    return parts
 
-            def draw(ax: Any, h: dict[str, Any] = h, name: str = name) -> None:
-                ax.bar(np.array(h["edges"][:-1]), h["counts"], width=0.05, align="edge", color="#4c72b0")
-                ax.set_xlim(0, 1)
-                ax.set_xlabel(name)
-                ax.set_ylabel("masks")
 
-            fig = _plot(img / f"hist_{name}.png", draw)
-            caption = f"{data.SCORE_LABELS.get(name, name)}: {h['n']} masks, mean {_fmt(h['mean'])}"
-            if quality is not None:
-                a = data.agreement(values, quality)
-                caption += f"; against true quality: Pearson {_fmt(a['pearson'])}, Spearman {_fmt(a['spearman'])}"
+def _scores_section(c: _Content, img: Path) -> list[str]:
+    """A histogram per score, and its scatter against true quality when there is ground truth."""
+    if not c.scores:
+        return []
+    e, quality = html.escape, c.quality
+    parts = ["<h2 id='scores'>Score distributions</h2><div class='grid'>"]
+    for name, values in c.scores.items():
+        h = data.histogram(values)
 
-                def scat(ax: Any, values: np.ndarray = values, name: str = name) -> None:
-                    ok = ~np.isnan(values) & ~np.isnan(quality)
-                    ax.scatter(quality[ok], values[ok], s=4, alpha=0.5, linewidths=0)
-                    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-                    ax.set_xlim(-0.02, 1.02)
-                    ax.set_ylim(-0.02, 1.02)
-                    ax.set_xlabel("true quality (AGT)")
-                    ax.set_ylabel(name)
+        def draw(ax: Any, h: dict[str, Any] = h, name: str = name) -> None:
+            ax.bar(np.array(h["edges"][:-1]), h["counts"], width=0.05, align="edge", color="#4c72b0")
+            ax.set_xlim(0, 1)
+            ax.set_xlabel(name)
+            ax.set_ylabel("masks")
 
-                sfig = _plot(img / f"scatter_{name}.png", scat, size=(3.2, 3.0))
-                parts.append(f"<figure><img src='img/{fig}' alt='histogram of {e(name)}'>"
-                             f"<img src='img/{sfig}' alt='{e(name)} against true quality'>"
-                             f"<figcaption>{e(caption)}</figcaption></figure>")
-            else:
-                parts.append(f"<figure><img src='img/{fig}' alt='histogram of {e(name)}'>"
-                             f"<figcaption>{e(caption)}</figcaption></figure>")
-        parts.append("</div>")
-    # -- tau view ------------------------------------------------------------------------
-    if by is not None:
-        rows = data.tau_view(scores[by], classes, quality)
-        marks = BEST_TAUS.get(by, ())
+        fig = _plot(img / f"hist_{name}.png", draw)
+        caption = f"{data.SCORE_LABELS.get(name, name)}: {h['n']} masks, mean {_fmt(h['mean'])}"
+        if quality is not None:
+            a = data.agreement(values, quality)
+            caption += f"; against true quality: Pearson {_fmt(a['pearson'])}, Spearman {_fmt(a['spearman'])}"
 
-        def draw_tau(ax: Any) -> None:
-            taus = [r["tau"] for r in rows]
-            ax.plot(taus, [r["kept"] for r in rows], marker="o", ms=3, label="masks kept (NoS)")
-            ax.set_xlabel(f"tau ({by} >= tau)")
-            ax.set_ylabel("masks kept")
-            for m in marks:
-                ax.axvline(m, color="#c44e52", ls=":", lw=1)
-            if quality is not None:
-                ax2 = ax.twinx()
-                ax2.plot(taus, [np.nan if r["mean_quality"] is None else r["mean_quality"] for r in rows],
-                         color="#55a868", marker="s", ms=3)
-                ax2.set_ylabel("mean true quality of kept", color="#55a868")
-                ax2.set_ylim(0, 1)
+            def scat(ax: Any, values: np.ndarray = values, name: str = name) -> None:
+                ok = ~np.isnan(values) & ~np.isnan(quality)
+                ax.scatter(quality[ok], values[ok], s=4, alpha=0.5, linewidths=0)
+                ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+                ax.set_xlim(-0.02, 1.02)
+                ax.set_ylim(-0.02, 1.02)
+                ax.set_xlabel("true quality (AGT)")
+                ax.set_ylabel(name)
 
-        fig = _plot(img / "tau.png", draw_tau, size=(6.0, 3.2))
-        parts.append(f"<h2 id='tau'>Choosing tau ({e(by)})</h2>")
-        parts.append(f"<figure><img src='img/{fig}' alt='masks kept and their quality for each tau'><figcaption>"
-                     f"Dotted lines: the paper's chosen taus for {e(by)} ({e(', '.join(map(str, marks)))}: VGG16, "
-                     "ResNet101).</figcaption></figure>")
-        parts.append(_table(["tau", "kept", "mean true quality", *class_names[1:]],
-                            [[f"{r['tau']:.2f}", r["kept"], _fmt(r["mean_quality"]), *r["per_class"]] for r in rows]))
-    # -- galleries -----------------------------------------------------------------------
-    if galleries:
-        parts.append(f"<h2 id='galleries'>The {config.k} worst and best masks by {e(by or '')}</h2>")
-        parts.append("<p class='note'>Each strip: image | proxy mask | reference mask H | ground truth "
-                     "(when present).</p>")
-        for group, g in galleries.items():
-            parts.append(f"<h3>{e(group)}</h3>")
-            for part in ("worst", "best"):
-                items = []
-                for i in g[part]:
-                    label = " ".join(f"{n} {scores[n][i]:.2f}" for n in scores if not np.isnan(scores[n][i]))
-                    if quality is not None and not np.isnan(quality[i]):
-                        label += f" | true {quality[i]:.2f}"
-                    items.append(f"<figure class='t'><img src='img/t{i}.jpg' alt='{e(ids[i])}' loading='lazy'>"
-                                 f"<figcaption>{e(ids[i])}: {e(label)}</figcaption></figure>")
-                parts.append(f"<h4>{part}</h4><div class='row'>{''.join(items)}</div>")
-    # -- selections ----------------------------------------------------------------------
-    if selections:
-        parts.append("<h2 id='selections'>Selections</h2>")
-        for name, s in selections.items():
-            parts.append(f"<h3>{e(name)}: keeps {s['kept']}, drops {s['dropped']}</h3>"
-                         f"<p><code>{e(json.dumps(s['rule'], sort_keys=True))}</code></p>")
-            parts.append(_table(["class", "kept", "dropped"],
-                                [[c, k, d] for c, k, d in zip(class_names[1:], s["kept_per_class"], s["dropped_per_class"])]))
-    title = f"salcurate report: {e(os.path.basename(summary['path']))}"
+            sfig = _plot(img / f"scatter_{name}.png", scat, size=(3.2, 3.0))
+            parts.append(f"<figure><img src='img/{fig}' alt='histogram of {e(name)}'>"
+                         f"<img src='img/{sfig}' alt='{e(name)} against true quality'>"
+                         f"<figcaption>{e(caption)}</figcaption></figure>")
+        else:
+            parts.append(f"<figure><img src='img/{fig}' alt='histogram of {e(name)}'>"
+                         f"<figcaption>{e(caption)}</figcaption></figure>")
+    parts.append("</div>")
+    return parts
+
+
+def _tau_section(c: _Content, img: Path) -> list[str]:
+    """Masks kept, per class and their mean true quality, for each tau of the gallery score."""
+    by = c.by
+    if by is None:
+        return []
+    e, quality = html.escape, c.quality
+    rows = data.tau_view(c.scores[by], c.classes, quality)
+    marks = BEST_TAUS.get(by, ())
+
+    def draw_tau(ax: Any) -> None:
+        taus = [r["tau"] for r in rows]
+        ax.plot(taus, [r["kept"] for r in rows], marker="o", ms=3, label="masks kept (NoS)")
+        ax.set_xlabel(f"tau ({by} >= tau)")
+        ax.set_ylabel("masks kept")
+        for m in marks:
+            ax.axvline(m, color="#c44e52", ls=":", lw=1)
+        if quality is not None:
+            ax2 = ax.twinx()
+            ax2.plot(taus, [np.nan if r["mean_quality"] is None else r["mean_quality"] for r in rows],
+                     color="#55a868", marker="s", ms=3)
+            ax2.set_ylabel("mean true quality of kept", color="#55a868")
+            ax2.set_ylim(0, 1)
+
+    fig = _plot(img / "tau.png", draw_tau, size=(6.0, 3.2))
+    return [
+        f"<h2 id='tau'>Choosing tau ({e(by)})</h2>",
+        f"<figure><img src='img/{fig}' alt='masks kept and their quality for each tau'><figcaption>"
+        f"Dotted lines: the paper's chosen taus for {e(by)} ({e(', '.join(map(str, marks)))}: VGG16, "
+        "ResNet101).</figcaption></figure>",
+        _table(["tau", "kept", "mean true quality", *c.class_names[1:]],
+               [[f"{r['tau']:.2f}", r["kept"], _fmt(r["mean_quality"]), *r["per_class"]] for r in rows]),
+    ]
+
+
+def _galleries_section(c: _Content) -> list[str]:
+    """The k worst and best masks by the gallery score, overall and per class."""
+    if not c.galleries:
+        return []
+    e, quality, scores = html.escape, c.quality, c.scores
+    parts = [f"<h2 id='galleries'>The {c.k} worst and best masks by {e(c.by or '')}</h2>",
+             "<p class='note'>Each strip: image | proxy mask | reference mask H | ground truth "
+             "(when present).</p>"]
+    for group, g in c.galleries.items():
+        parts.append(f"<h3>{e(group)}</h3>")
+        for part in ("worst", "best"):
+            items = []
+            for i in g[part]:
+                label = " ".join(f"{n} {scores[n][i]:.2f}" for n in scores if not np.isnan(scores[n][i]))
+                if quality is not None and not np.isnan(quality[i]):
+                    label += f" | true {quality[i]:.2f}"
+                items.append(f"<figure class='t'><img src='img/t{i}.jpg' alt='{e(c.ids[i])}' loading='lazy'>"
+                             f"<figcaption>{e(c.ids[i])}: {e(label)}</figcaption></figure>")
+            parts.append(f"<h4>{part}</h4><div class='row'>{''.join(items)}</div>")
+    return parts
+
+
+def _selections_section(c: _Content) -> list[str]:
+    """Each named selection: its rule, and what it keeps and drops per class."""
+    if not c.selections:
+        return []
+    e = html.escape
+    parts = ["<h2 id='selections'>Selections</h2>"]
+    for name, s in c.selections.items():
+        parts.append(f"<h3>{e(name)}: keeps {s['kept']}, drops {s['dropped']}</h3>"
+                     f"<p><code>{e(json.dumps(s['rule'], sort_keys=True))}</code></p>")
+        parts.append(_table(["class", "kept", "dropped"],
+                            [[cls, k, d] for cls, k, d in zip(c.class_names[1:], s["kept_per_class"],
+                                                              s["dropped_per_class"])]))
+    return parts
+
+
+_STYLE = """body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.grid { display: flex; flex-wrap: wrap; gap: 1em; }
+.row { display: flex; flex-wrap: wrap; gap: 0.6em; }
+figure { margin: 0; } figure.t figcaption { font-size: 0.75em; max-width: 420px; }
+.note { color: #555; } nav a { margin-right: 1em; }
+"""
+
+_NAV = ('<nav><a href="#summary">summary</a><a href="#scores">scores</a><a href="#tau">tau</a>'
+        '<a href="#galleries">galleries</a><a href="#selections">selections</a></nav>')
+
+
+def _render(img: Path, c: _Content) -> str:
+    """The page: every section, with the plots it needs written to ``img``."""
+    e = html.escape
+    parts = [*_summary_section(c), *_scores_section(c, img), *_tau_section(c, img), *_galleries_section(c),
+             *_selections_section(c)]
+    title = f"salcurate report: {e(os.path.basename(c.summary['path']))}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="generator" content="salcurate {e(__version__)}">
 <title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-.row {{ display: flex; flex-wrap: wrap; gap: 0.6em; }}
-figure {{ margin: 0; }} figure.t figcaption {{ font-size: 0.75em; max-width: 420px; }}
-.note {{ color: #555; }} nav a {{ margin-right: 1em; }}
-</style></head><body>
+{_STYLE}</style></head><body>
 <h1>{title}</h1>
-<nav><a href="#summary">summary</a><a href="#scores">scores</a><a href="#tau">tau</a><a href="#galleries">galleries</a><a href="#selections">selections</a></nav>
+{_NAV}
 {''.join(parts)}
 <p class="note">Written by salcurate {e(__version__)} on {e(utc_now())}.</p>
 </body></html>

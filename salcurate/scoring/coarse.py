@@ -8,9 +8,10 @@ For each sample with a proxy annotation G (SAL Section III-B1):
 3. CD, the share of B's pixels whose class is among the image tags (Eq. 4);
 4. SC = AC x CD (Eq. 5).
 
-Stored as score columns ``f1``, ``f``, ``ac``, ``cd``, ``sc`` and map kind ``reference`` (H).
-Work runs in worker processes that read the store themselves; results go to a work area
-(``salcurate.data.workarea``) so that a killed run resumes, and reach the store in one transaction.
+:func:`run` (settings: :class:`CoarseConfig`) stores them as score columns ``f1``, ``f``, ``ac``,
+``cd``, ``sc`` and map kind ``reference`` (H).  Work runs in worker processes that read the store
+themselves; results go to a work area (``salcurate.data.workarea``) so that a killed run resumes,
+and reach the store in one transaction.
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from salcurate.config import Choice, choice, run_only_names, setting, store_setting, to_dict
 from salcurate.data import store as store_mod
 from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
 from salcurate.errors import InputError, StoreError
+from salcurate.events import NO_EVENTS, Events, Result
+from salcurate.paper import OBJECTNESS_B
 from salcurate.scoring import metrics
+from salcurate.scoring.metrics import AcFormula
+from salcurate.scoring.reference import Threshold
 
 log = logging.getLogger(__name__)
 
@@ -40,39 +46,54 @@ COMMAND = "score-coarse"
 WORKER_COLUMNS = ("f1", "f")
 COLUMNS = ("f1", "f", "ac", "cd", "sc")
 REFERENCE = "reference"
-SALIENCY_SOURCES = ("auto", "store", "builtin")
-THRESHOLDS = ("adaptive", "otsu")
+
+
+class Saliency(Choice):
+    """Where reference masks come from: ``auto`` uses the store's maps when every sample has
+    one, else the built-in saliency method."""
+
+    auto = "auto"
+    store = "store"
+    builtin = "builtin"
 
 
 @dataclasses.dataclass(frozen=True)
 class CoarseConfig:
-    """Settings of ``score-coarse``.  ``scoring()`` is what the results depend on and what is
-    saved with them; ``workers`` and ``overwrite`` only say how to run."""
+    """Settings of ``score-coarse``.  :meth:`scoring` is what the results depend on and what is
+    saved with them; the store and the ``run_only`` settings only say how to run."""
 
-    saliency: str = "auto"  # auto: the store's maps when every sample has one, else built-in
-    crf: bool = False
-    b: float = 0.1
-    ac_formula: str = "standard"
-    threshold: str = "otsu"  # beat 2 x mean on the demo data: docs/quality.md
-    max_objects: int = 3  # built-in saliency: salient objects found by iterative erasing
-    workers: int = 0  # 0 = all cores
-    overwrite: bool = False
-    batch_size: int = 64  # samples per task; small tasks scatter HDF5 chunk reads across workers
+    store: str = store_setting()
+    workers: int = setting(0, "Decoding threads (0 = all cores).", min=0, run_only=True)
+    crf: bool = setting(False, "Refine reference masks with a dense CRF (needs the crf extra).", flag="--crf/--no-crf")
+    b: float = setting(OBJECTNESS_B, "Objectness weight b in AC = F1 x F^b (Eq. 3); 0 switches it off.")
+    ac_formula: AcFormula = setting(AcFormula.standard,
+                                    "standard (P = |H∩B|/|B|, R = |H∩B|/|H|) or paper (Eq. 3 as printed).")
+    saliency: Saliency = setting(Saliency.auto, "Reference masks from: store (imported maps), builtin, or auto.")
+    # otsu beat 2 x mean on the demo data: docs/quality.md
+    threshold: Threshold = setting(Threshold.otsu, "Saliency binarization: otsu or adaptive (2 x mean).")
+    max_objects: int = setting(3, "Built-in saliency: objects found by iterative erasing.", min=1)
+    overwrite: bool = setting(False, "Replace existing coarse scores made with another config.", run_only=True)
+    # small tasks scatter HDF5 chunk reads across workers
+    batch_size: int = setting(64, "Samples per worker task.", cli=False, run_only=True)
 
     def scoring(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("workers", "overwrite", "batch_size"):
+        """The settings the scores depend on, as plain values (saved with the columns; their hash
+        names the columns of a second config)."""
+        d = to_dict(self)
+        for k in ("store", *run_only_names(CoarseConfig)):
             d.pop(k)
-        if d["saliency"] != "builtin":
+        if d["saliency"] != Saliency.builtin:
             d.pop("max_objects")
         return d
 
 
 @dataclasses.dataclass(frozen=True)
-class CoarseSummary:
+class CoarseResult(Result):
+    """What ``score-coarse`` did: the column names it wrote, counts and the mean SC."""
+
     columns: dict[str, str]  # role -> column name in the store (e.g. "sc" -> "sc@1a2b3c")
     reference: str
-    config: dict[str, Any]
+    scoring: dict[str, Any]
     computed: int
     resumed: int
     skipped_no_proxy: int
@@ -81,54 +102,67 @@ class CoarseSummary:
     mean_sc: float | None
 
 
-def _check_config(config: CoarseConfig) -> None:
-    if config.saliency not in SALIENCY_SOURCES:
-        raise InputError(f"--saliency must be one of {', '.join(SALIENCY_SOURCES)}, got {config.saliency!r}")
-    if config.ac_formula not in metrics.AC_FORMULAS:
-        raise InputError(f"--ac-formula must be one of {', '.join(metrics.AC_FORMULAS)}, got {config.ac_formula!r}")
-    if config.threshold not in THRESHOLDS:
-        raise InputError(f"--threshold must be one of {', '.join(THRESHOLDS)}, got {config.threshold!r}")
+_CHOICES: tuple[tuple[str, type[Choice]], ...] = (("saliency", Saliency), ("ac_formula", AcFormula),
+                                                  ("threshold", Threshold))
+
+
+def check_config(config: CoarseConfig) -> CoarseConfig:
+    """The config with its choices as enums; raises InputError for a bad setting."""
+    resolved = {name: choice(cls, getattr(config, name), name) for name, cls in _CHOICES}
     if not (config.b >= 0 and np.isfinite(config.b)):
-        raise InputError(f"--b must be a number >= 0 (the objectness weight; 0 switches it off), got {config.b}")
+        raise InputError(f"b must be a number >= 0 (the objectness weight; 0 switches it off), got {config.b}",
+                         param="b")
     if config.max_objects < 1:
-        raise InputError(f"--max-objects must be at least 1, got {config.max_objects}")
+        raise InputError(f"max_objects must be at least 1, got {config.max_objects}", param="max_objects")
+    if config.batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {config.batch_size}", param="batch_size")
+    if config.workers < 0:
+        raise InputError(f"workers must be 0 (all cores) or more, got {config.workers}", param="workers")
     if config.crf:
         from salcurate.scoring.reference import crf_available
 
         if not crf_available():
-            raise InputError(
-                "--crf needs pydensecrf, which is not installed; install the crf extra "
-                "(pip install 'salcurate[crf]', or pip install pydensecrf2) or pass --no-crf"
-            )
+            raise InputError("crf needs pydensecrf, which is not installed; install the extra: pip install "
+                             "'salcurate[crf]' (or pip install pydensecrf2), or score without crf "
+                             "(`salcurate score-coarse --no-crf`)", param="crf")
+    return dataclasses.replace(config, **resolved)
 
 
 def resolve_config(config: CoarseConfig, store: store_mod.MaskStore) -> CoarseConfig:
     """Check the config against the store and resolve ``saliency="auto"``."""
-    _check_config(config)
+    config = check_config(config)
     has_proxy = store.has_map("proxy")
     if not has_proxy.any():
-        raise StoreError(f"{store.path}: the store has no proxy masks; import them with `salcurate import ... --pseudo DIR`")
+        raise StoreError(f"{store.path}: the store has no proxy masks; "
+                         "import them with `salcurate import ... --pseudo DIR`")
     no_tags = has_proxy & ~store.has_tags
     if no_tags.any():
         first = store.ids[int(np.flatnonzero(no_tags)[0])]
         raise StoreError(
             f"{store.path}: {int(no_tags.sum())} samples with a proxy mask have no image tags (first: {first!r}); "
-            "CD needs them: re-import with --tags FILE, --tags-dir DIR or --tags-from-gt"
+            "CD needs them: re-import with `salcurate import ... --tags FILE` "
+            "(or `salcurate import ... --tags-dir DIR`, `salcurate import ... --tags-from-gt`)"
         )
     has_sal = store.has_map("saliency") | ~has_proxy
+    builtin_hint = "`salcurate score-coarse --saliency builtin`"
     saliency = config.saliency
-    if saliency == "auto":
-        saliency = "store" if has_sal.all() else "builtin" if not store.has_map("saliency").any() else "partial"
-        if saliency == "partial":
+    if saliency == Saliency.auto:
+        if has_sal.all():
+            saliency = Saliency.store
+        elif not store.has_map("saliency").any():
+            saliency = Saliency.builtin
+        else:
             raise StoreError(
-                f"{store.path}: {int((~has_sal).sum())} samples have no saliency map; import them, "
-                "or pass --saliency builtin to use the built-in saliency method for all"
+                f"{store.path}: {int((~has_sal).sum())} samples have no saliency map; import them "
+                f"(`salcurate import ... --saliency DIR`), or pass saliency='builtin' to use the built-in "
+                f"saliency method for all ({builtin_hint})"
             )
-    elif saliency == "store" and not has_sal.all():
+    elif saliency == Saliency.store and not has_sal.all():
         first = store.ids[int(np.flatnonzero(~has_sal)[0])]
         raise StoreError(
             f"{store.path}: sample {first!r} has no saliency map ({int((~has_sal).sum())} such samples) but "
-            "--saliency store was asked for; import the maps with --saliency DIR or pass --saliency builtin"
+            f"saliency='store' was asked for; import the maps (`salcurate import ... --saliency DIR`) or pass "
+            f"saliency='builtin' ({builtin_hint})"
         )
     return dataclasses.replace(config, saliency=saliency)
 
@@ -268,18 +302,17 @@ def _names(store: store_mod.MaskStore, scoring: dict[str, Any], overwrite: bool)
     return suffix, False
 
 
-def score_coarse(path: str | os.PathLike[str], config: CoarseConfig, *,
-                 progress: Callable[[int], None] | None = None,
-                 on_start: Callable[[int, int], None] | None = None) -> CoarseSummary:
+def run(config: CoarseConfig, *, events: Events | None = None) -> CoarseResult:
     """Compute and store H, F1, F, AC, CD and SC for every sample with a proxy mask.
 
-    ``on_start(total, already_done)`` is called once the work is known; ``progress(n)`` after
-    each batch.  Resumes a killed run with the same config; with the same config complete in
-    the store it does nothing; with another config it writes new columns suffixed with the
-    config's hash, or replaces the plain ones with ``overwrite``.
+    Resumes a killed run with the same config; with the same config complete in the store it
+    does nothing; with another config it writes new columns suffixed with the config's hash, or
+    replaces the plain ones with ``overwrite``.  Events: ``start(masks to score, already done)``,
+    ``advance(n)`` after each batch.
     """
+    events = events or NO_EVENTS
     started = time.time()
-    path = Path(path)
+    path = Path(config.store)
     with store_mod.MaskStore(path) as st:
         config = resolve_config(config, st)
         scoring = config.scoring()
@@ -292,10 +325,8 @@ def score_coarse(path: str | os.PathLike[str], config: CoarseConfig, *,
         cd = metrics.class_distribution(st.class_histogram("proxy"), st.tags)
     if complete:
         log.info("%s with this config is complete in %s; nothing to do", names["sc"], path)
-        if on_start:
-            on_start(0, 0)
-        return CoarseSummary(names, ref_name, scoring, 0, 0, int((~has_proxy).sum()), True,
-                             time.time() - started, None)
+        return CoarseResult(names, ref_name, scoring, 0, 0, int((~has_proxy).sum()), True,
+                            time.time() - started, None)
 
     workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
     with open_work_area(path, COMMAND, {**scoring, "columns": names}, ids=ids, columns=WORKER_COLUMNS,
@@ -303,16 +334,14 @@ def score_coarse(path: str | os.PathLike[str], config: CoarseConfig, *,
         done = area.done | ~has_proxy
         todo = np.flatnonzero(~done)
         resumed = int((area.done & has_proxy).sum())
-        if on_start:
-            on_start(int(has_proxy.sum()), resumed)
+        events.start(int(has_proxy.sum()), resumed)
 
         def on_result(results: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
             order = sorted(results, key=lambda r: r[0])
             idx = [r[0] for r in order]
             masks = [np.unpackbits(r[2], count=int(sizes[r[0]])).view(bool) for r in order]
             area.write(idx, np.stack([r[1] for r in order]), masks)
-            if progress:
-                progress(len(idx))
+            events.advance(len(idx))
 
         _run(path, config, todo, workers, on_result)
 
@@ -322,12 +351,12 @@ def score_coarse(path: str | os.PathLike[str], config: CoarseConfig, *,
         cd_col = np.where(has_proxy, cd, np.nan).astype(np.float32)
         sc = metrics.coarse_score(ac, cd_col).astype(np.float32)
         columns = {names["f1"]: f1, names["f"]: f, names["ac"]: ac, names["cd"]: cd_col, names["sc"]: sc}
-        with store_mod.transaction(path, command=COMMAND, config={**dataclasses.asdict(config), "columns": names},
+        with store_mod.transaction(path, command=COMMAND, config={**to_dict(config), "columns": names},
                                    started=started) as tx:
             tx.put_scores(columns, config=scoring, command=COMMAND, overwrite=True)
             tx.put_bit_maps(ref_name, (area.packed_mask(i) for i in range(len(ids))), config=scoring,
                             command=COMMAND, overwrite=True)
         remove_work_area(area)
     log.info("scored %d masks in %s", len(todo), path)
-    return CoarseSummary(names, ref_name, scoring, int(len(todo)), resumed, int((~has_proxy).sum()), False,
-                         time.time() - started, float(np.nanmean(sc)) if has_proxy.any() else None)
+    return CoarseResult(names, ref_name, scoring, int(len(todo)), resumed, int((~has_proxy).sum()), False,
+                        time.time() - started, float(np.nanmean(sc)) if has_proxy.any() else None)

@@ -2,7 +2,8 @@
 
 A small network (Table I, ``salcurate.nn.scorer``), trained by ``train-scorer``
 (``salcurate.training.scorer``) to predict a mask's AC from the image and the mask, gives P for
-every proxy; the fine score is SF = P x CD (Eq. 7).
+every proxy; the fine score is SF = P x CD (Eq. 7, :func:`salcurate.scoring.metrics.fine_score`).
+:func:`run` is the ``score-fine`` command; like ``score-coarse`` it resumes a killed run.
 """
 
 from __future__ import annotations
@@ -10,21 +11,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
+from salcurate.config import setting, store_setting, to_dict
 from salcurate.data import store as store_mod
 from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
 from salcurate.errors import InputError, StoreError
-from salcurate.nn.device import resolve_device
-from salcurate.nn.scorer import load_checkpoint
+from salcurate.events import NO_EVENTS, Events, Result
+from salcurate.nn.device import Device, resolve_device
+from salcurate.scoring.metrics import fine_score, foreground
 from salcurate.scoring.synthesis import network_input, resize_pair
 
 log = logging.getLogger(__name__)
@@ -34,9 +33,12 @@ SCORE_COMMAND = "score-fine"
 
 
 def coarse_columns(st: store_mod.MaskStore, suffix: str) -> tuple[str, str, str, dict[str, Any]]:
+    """The names of the AC, CD and reference columns with ``suffix`` ("" or "@1a2b3c"), and the
+    config that made them."""
     ac, cd, ref = f"ac{suffix}", f"cd{suffix}", f"reference{suffix}"
     if ac not in st.score_names() or ref not in st.map_names():
-        raise StoreError(f"{st.path}: no coarse scores {ac!r} with reference masks {ref!r}; run `salcurate score-coarse` first")
+        raise StoreError(f"{st.path}: no coarse scores {ac!r} with reference masks {ref!r}; "
+                         "run `salcurate score-coarse` first")
     return ac, cd, ref, st.score_meta(ac).get("config") or {}
 
 
@@ -53,15 +55,19 @@ def default_scorer_path() -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class ScoreFineConfig:
-    scorer: str | None = None  # None: default_scorer_path()
-    batch_size: int = 32
-    device: str = "auto"
-    workers: int = 2
-    coarse: str = ""
-    overwrite: bool = False
+    """Settings of ``score-fine``; the scorer's file hash and input size are what the scores depend on."""
+
+    store: str = store_setting()
+    scorer: str | None = setting(None, "Scorer checkpoint (default models/scorer.pt).")
+    batch_size: int = setting(32, "Images per forward pass.")
+    device: Device = setting(Device.auto, "auto (CUDA when present), cpu or cuda.")
+    workers: int = setting(2, "Data-loader processes.", min=0)
+    coarse: str = setting("", "Suffix of the coarse columns whose CD and reference masks to use "
+                          "('' for cd, '@1a2b3c' for cd@1a2b3c).", cli=False)
+    overwrite: bool = setting(False, "Replace existing fine scores made with another scorer.")
 
 
-class _FineItems(Dataset):
+class _FineItems:  # a map-style dataset for torch's DataLoader (no torch import at module level)
     def __init__(self, store_path: str, indices: np.ndarray, size: int) -> None:
         self.store_path, self.indices, self.size = store_path, indices, size
         self._store: Any = None
@@ -73,8 +79,6 @@ class _FineItems(Dataset):
         return {**self.__dict__, "_store": None}
 
     def __getitem__(self, k: int) -> tuple[int, np.ndarray]:
-        from salcurate.scoring.metrics import foreground
-
         if self._store is None:
             self._store = store_mod.MaskStore(self.store_path)
         i = int(self.indices[k])
@@ -84,7 +88,9 @@ class _FineItems(Dataset):
 
 
 @dataclasses.dataclass(frozen=True)
-class FineSummary:
+class FineResult(Result):
+    """What ``score-fine`` did: the column names it wrote, counts, the mean SF and the device."""
+
     columns: dict[str, str]
     computed: int
     resumed: int
@@ -94,15 +100,26 @@ class FineSummary:
     device: str
 
 
-def score_fine(path: str | os.PathLike[str], config: ScoreFineConfig, *,
-               progress: Callable[[int], None] | None = None,
-               on_start: Callable[[int, int], None] | None = None) -> FineSummary:
-    """P for every sample with a proxy mask, and SF = P x CD (Eq. 7); resumable like score-coarse."""
+def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
+    """P for every sample with a proxy mask, and SF = P x CD (Eq. 7); resumable like score-coarse.
+
+    With fine scores of this scorer complete in the store it does nothing; fine scores of another
+    scorer stay, and the new ones get columns suffixed with a hash (or replace them with
+    ``overwrite``).  Events: ``start(masks to score, already done)``, ``advance(n)`` per batch.
+    """
+    import torch  # here: importing the module (for its config) does not load torch
+    from torch.utils.data import DataLoader
+
+    from salcurate.nn.scorer import load_checkpoint
+
+    events = events or NO_EVENTS
     started = time.time()
-    path = Path(path)
+    path = Path(config.store)
     scorer_path = Path(config.scorer) if config.scorer else default_scorer_path()
     if config.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {config.batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {config.batch_size}", param="batch_size")
+    if config.workers < 0:
+        raise InputError(f"workers must be 0 (load in this process) or more, got {config.workers}", param="workers")
     device = resolve_device(config.device)
     model, scfg, info = load_checkpoint(scorer_path)
     digest = hashlib.sha256(scorer_path.read_bytes()).hexdigest()[:12]
@@ -123,9 +140,7 @@ def score_fine(path: str | os.PathLike[str], config: ScoreFineConfig, *,
         if names["sf"] in existing and not config.overwrite:
             done_before = ~np.isnan(st.score(names["sf"])[has_proxy])
             if done_before.all():
-                if on_start:
-                    on_start(0, 0)
-                return FineSummary(names, 0, 0, True, time.time() - started, None, device.type)
+                return FineResult(names, 0, 0, True, time.time() - started, None, device.type)
     model.to(device).eval()
     amp = device.type == "cuda"
     if amp:
@@ -133,8 +148,7 @@ def score_fine(path: str | os.PathLike[str], config: ScoreFineConfig, *,
     with open_work_area(path, SCORE_COMMAND, {**scoring, "columns": names}, ids=ids, columns=("p",)) as area:
         todo = np.flatnonzero(has_proxy & ~area.done)
         resumed = int((area.done & has_proxy).sum())
-        if on_start:
-            on_start(int(has_proxy.sum()), resumed)
+        events.start(int(has_proxy.sum()), resumed)
         loader = DataLoader(_FineItems(str(path), todo, scfg.input_size), batch_size=config.batch_size,
                             num_workers=config.workers, pin_memory=amp)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -144,13 +158,12 @@ def score_fine(path: str | os.PathLike[str], config: ScoreFineConfig, *,
                     x = x.contiguous(memory_format=torch.channels_last)
                 p = model.predict(x).float().cpu().numpy()
                 area.write(idx.numpy(), p[:, None])
-                if progress:
-                    progress(len(idx))
+                events.advance(len(idx))
         p_col = area.values()["p"]
-        sf = (p_col * np.where(has_proxy, cd, np.nan)).astype(np.float32)
-        with store_mod.transaction(path, command=SCORE_COMMAND, config={**dataclasses.asdict(config), **scoring,
+        sf = fine_score(p_col, np.where(has_proxy, cd, np.nan)).astype(np.float32)
+        with store_mod.transaction(path, command=SCORE_COMMAND, config={**to_dict(config), **scoring,
                                    "device": device.type, "columns": names}, started=started) as tx:
             tx.put_scores({names["p"]: p_col, names["sf"]: sf}, config=scoring, command=SCORE_COMMAND, overwrite=True)
         remove_work_area(area)
-    return FineSummary(names, int(len(todo)), resumed, False, time.time() - started,
-                       float(np.nanmean(sf)) if has_proxy.any() else None, device.type)
+    return FineResult(names, int(len(todo)), resumed, False, time.time() - started,
+                      float(np.nanmean(sf)) if has_proxy.any() else None, device.type)

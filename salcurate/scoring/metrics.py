@@ -1,5 +1,6 @@
-"""The coarse mask score of SAL (Zhou et al., IEEE TMM, Section III-B1, Eq. 3-5) and the true
-quality measures used to validate scores, as pure functions over arrays.
+"""The mask scores of SAL (Zhou et al., IEEE TMM, Section III-B): the coarse score SC (Eq. 3-5),
+the fine score SF (Eq. 7), and the true quality measures used to validate scores, as pure
+functions over arrays.
 
 Notation (docs/method.md): G is a proxy label map, B its binary foreground (label not 0 and not
 255), H a binary reference mask, Y the image tags.  Pixels labelled 255 in G are left out of
@@ -11,10 +12,20 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from salcurate.config import Choice
 from salcurate.errors import InputError
 
 IGNORE_LABEL = 255
-AC_FORMULAS = ("standard", "paper")
+
+
+class AcFormula(Choice):
+    """How the F1 of Eq. 3 is computed (see :func:`f_measure`)."""
+
+    standard = "standard"
+    paper = "paper"
+
+
+AC_FORMULAS = AcFormula.values()
 
 
 def _check_same_shape(*arrays: np.ndarray, names: tuple[str, ...]) -> None:
@@ -47,7 +58,7 @@ def f_measure(reference: np.ndarray, mask: np.ndarray, *, valid: np.ndarray | No
     Only ``valid`` pixels count.  |B| = 0 or |H| = 0 gives 0 (no agreement can be shown).
     """
     if formula not in AC_FORMULAS:
-        raise InputError(f"unknown AC formula {formula!r}; expected one of {', '.join(AC_FORMULAS)}")
+        raise InputError(f"unknown AC formula {formula!r}; expected one of {', '.join(AC_FORMULAS)}", param="formula")
     _check_same_shape(reference, mask, names=("reference", "mask"))
     if valid is not None:
         reference = reference & valid
@@ -165,7 +176,7 @@ def boundary_accuracy(f1: np.ndarray | float, objectness_score: np.ndarray | flo
     f1, objectness_score: floats, or ``(N,)`` arrays (NaN stays NaN) → the same kind.
     """
     if b < 0:
-        raise InputError(f"expected b >= 0 (the objectness weight), got {b}")
+        raise InputError(f"expected b >= 0 (the objectness weight), got {b}", param="b")
     if isinstance(f1, np.ndarray):
         return f1 if b == 0 else f1 * np.power(objectness_score, b)
     return float(f1) * (1.0 if b == 0 else float(objectness_score) ** b)
@@ -198,8 +209,21 @@ def class_histogram(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def coarse_score(ac: np.ndarray | float, cd: np.ndarray | float) -> np.ndarray | float:
-    """SC = AC x CD (Eq. 5)."""
+    """SC = AC x CD (Eq. 5).
+
+    ac, cd: floats, or ``(N,)`` arrays (NaN stays NaN) → the same kind.
+    """
     return np.asarray(ac) * np.asarray(cd) if isinstance(ac, np.ndarray) else float(ac) * float(cd)
+
+
+def fine_score(p: np.ndarray | float, cd: np.ndarray | float) -> np.ndarray | float:
+    """SF = P x CD (Eq. 7, SAL Section III-B2).
+
+    P is the scorer network's prediction of the mask's boundary accuracy AC (Eq. 6 trains it
+    towards AC), CD the class distribution of Eq. 4; SF replaces SC's reference-based AC with
+    the network's P.  p, cd: floats, or ``(N,)`` arrays (NaN stays NaN) → the same kind.
+    """
+    return np.asarray(p) * np.asarray(cd) if isinstance(p, np.ndarray) else float(p) * float(cd)
 
 
 # ----------------------------------------------------------------------------------------

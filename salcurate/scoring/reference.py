@@ -26,16 +26,26 @@ import logging
 
 import numpy as np
 
+from salcurate.config import Choice
 from salcurate.crf import CRF_EPS, CRF_INSTALL, crf_available, dense_crf  # noqa: F401 (crf_available re-exported)
 from salcurate.errors import InputError
 from salcurate.imageio import check_image, describe_array
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_METHODS = ("adaptive", "otsu")
+
+class Threshold(Choice):
+    """How a saliency map is binarized (see :func:`adaptive_threshold`)."""
+
+    adaptive = "adaptive"
+    otsu = "otsu"
+
+
+THRESHOLD_METHODS = Threshold.values()
+
 #: Thresholds are clipped to this range, so that :func:`calibrate` is always defined.
 THRESHOLD_RANGE = (0.05, 0.95)
-_CRF_MISSING = f"the CRF refinement needs pydensecrf, but pydensecrf is not installed; {CRF_INSTALL}, or pass --no-crf"
+_CRF_MISSING = f"the CRF refinement needs pydensecrf, but pydensecrf is not installed; {CRF_INSTALL}, or pass crf=False"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,29 +113,47 @@ def _gauss_weight(dist: np.ndarray, sigma: float) -> np.ndarray:
     return weight
 
 
-def _rbd(image: np.ndarray, seeds: np.ndarray | None, max_side: int) -> tuple[np.ndarray, float]:
-    """RBD saliency at reduced resolution; see :func:`builtin_saliency`."""
+def _working_image(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The image shrunk (bilinear) so that its longer side is at most ``max_side``; at least 2 x 2."""
     from PIL import Image
-    from scipy import linalg
-    from scipy.sparse import coo_matrix, csr_matrix
-    from scipy.sparse.csgraph import dijkstra
-    from scipy.spatial.distance import cdist
-    from skimage.color import rgb2lab
-    from skimage.filters import threshold_otsu
-    from skimage.segmentation import slic
 
     big_h, big_w = image.shape[:2]
     scale = min(1.0, max_side / max(big_h, big_w))
     h, w = max(2, round(big_h * scale)), max(2, round(big_w * scale))
-    small = image if (h, w) == (big_h, big_w) else np.asarray(
+    return image if (h, w) == (big_h, big_w) else np.asarray(
         Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 
+
+@dataclasses.dataclass(frozen=True)
+class _Superpixels:
+    """SLIC superpixels of the working image and what RBD needs of them (``n`` superpixels)."""
+
+    labels: np.ndarray  # (h, w) int, superpixel of each working pixel
+    mean_lab: np.ndarray  # (n, 3) mean CIE Lab colour
+    mean_pos: np.ndarray  # (n, 2) mean position in [0, 1]²
+    adj: np.ndarray  # (n, n) bool, 4-connected neighbours
+    boundary: np.ndarray  # (n,) bool, within the border band
+    erased: np.ndarray  # (n,) bool, at least 30 % background seeds
+
+    @property
+    def n(self) -> int:
+        return len(self.mean_lab)
+
+
+def _superpixels(small: np.ndarray, seeds: np.ndarray | None) -> _Superpixels | None:
+    """SLIC superpixels of the working image with mean colour and position, adjacency, boundary
+    and erased ones (``seeds``: ``(H, W)`` bool at the original size, or None); None when there
+    are fewer than two."""
+    from skimage.color import rgb2lab
+    from skimage.segmentation import slic
+
+    h, w = small.shape[:2]
     # superpixels of about 8 x 8 working pixels (the paper: ~600 pixels at full VOC size)
     n_segments = int(np.clip(h * w / 64, 16, 400))
     labels = slic(small, n_segments=n_segments, compactness=10, max_num_iter=5, start_label=0)
     n = int(labels.max()) + 1
     if n < 2:
-        return np.zeros((big_h, big_w), np.float32), 0.0
+        return None
     flat = labels.ravel()
     count = np.bincount(flat, minlength=n).astype(np.float64)
     lab = rgb2lab(small).reshape(-1, 3)
@@ -147,16 +175,17 @@ def _rbd(image: np.ndarray, seeds: np.ndarray | None, max_side: int) -> tuple[np
                              labels[:, :t].ravel(), labels[:, -t:].ravel()])] = True
     erased = np.zeros(n, bool)
     if seeds is not None and seeds.any():
-        seed_small = seeds if (h, w) == (big_h, big_w) else _resize_float(seeds, (h, w))
+        seed_small = seeds if seeds.shape == (h, w) else _resize_float(seeds, (h, w))
         erased = np.bincount(flat, seed_small.ravel().astype(np.float64), n) / count >= 0.3
-    background = boundary | erased
-    if background.all():
-        return np.zeros((big_h, big_w), np.float32), 0.0
+    return _Superpixels(labels, mean_lab, mean_pos, adj, boundary, erased)
 
-    col_dist = cdist(mean_lab, mean_lab)
-    pos_dist = cdist(mean_pos, mean_pos)
 
-    # adaptive parameters (EstimateDynamicParas of the RBD code)
+def _dynamic_params(adj: np.ndarray, col_dist: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """Two-ring adjacency, clip value and the geodesic and smoothness sigmas (EstimateDynamicParas
+    of the RBD code): ``(adj2 (n, n) bool, clip, geo_sigma, nei_sigma)``."""
+    from scipy.sparse import csr_matrix
+
+    n = len(adj)
     adj_sparse = csr_matrix(adj, dtype=np.float32)  # sparse product: no BLAS threads
     adj2 = adj | ((adj_sparse @ adj_sparse).toarray() > 0)
     np.fill_diagonal(adj2, False)
@@ -170,11 +199,21 @@ def _rbd(image: np.ndarray, seeds: np.ndarray | None, max_side: int) -> tuple[np
     mean_top = float(top.mean())
     geo_sigma = max(min(10.0, 3.0 * mean_min1, mean_top / 10.0), 5.0)
     nei_sigma = max(min(3.0 * mean_min1, 0.2 * mean_top, 20.0), 1e-3)
+    return adj2, clip, geo_sigma, nei_sigma
 
-    # boundary connectivity (Section 3 of Zhu et al.): geodesic distances on the superpixel
-    # graph, edge weight = Lab distance minus the clip value (Wei et al.'s weight clipping),
-    # background superpixels linked to each other.
-    linked = adj | np.outer(background, background)
+
+def _background_weights(sp: _Superpixels, background: np.ndarray, col_dist: np.ndarray, clip: float,
+                        geo_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary connectivity (Section 3 of Zhu et al.): ``(bg_prob, bg_weight)``, ``(n,)`` each.
+
+    Geodesic distances on the superpixel graph, edge weight = Lab distance minus the clip value
+    (Wei et al.'s weight clipping), background superpixels linked to each other.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    n = sp.n
+    linked = sp.adj | np.outer(background, background)
     iu, ju = np.nonzero(np.triu(linked, 1))
     weight = np.maximum(col_dist[iu, ju] - clip, 0.0)
     graph = coo_matrix((weight, (iu, ju)), shape=(n, n)).tocsr()  # explicit zeros stay edges
@@ -183,33 +222,70 @@ def _rbd(image: np.ndarray, seeds: np.ndarray | None, max_side: int) -> tuple[np
     bnd_con = w_geo[:, background].sum(1) / np.sqrt(w_geo.sum(1))
     bg_prob = 1.0 - np.exp(-np.square(bnd_con) / 2.0)  # sigma_bndCon = 1
     bg_weight = np.where(bnd_con > 3.0, 1000.0, bg_prob)
-    bg_weight[erased] = 1000.0
-    bg_prob[erased] = 0.0  # erased regions are gone: they give no contrast (Eq. 8)
+    bg_weight[sp.erased] = 1000.0
+    bg_prob[sp.erased] = 0.0  # erased regions are gone: they give no contrast (Eq. 8)
+    return bg_prob, bg_weight
 
-    # background-weighted contrast wCtr (Eq. 8), sigma_spa = 0.4 on [0, 1] positions
+
+def _foreground_weights(sp: _Superpixels, col_dist: np.ndarray, bg_prob: np.ndarray) -> np.ndarray | None:
+    """Background-weighted contrast wCtr (Eq. 8), sigma_spa = 0.4 on [0, 1] positions, scaled to
+    [0, 1] with values below its Otsu threshold set to 0: ``(n,)``, or None without contrast."""
+    from scipy.spatial.distance import cdist
+    from skimage.filters import threshold_otsu
+
+    pos_dist = cdist(sp.mean_pos, sp.mean_pos)
     w_ctr = (col_dist * _gauss_weight(pos_dist, 0.4)) @ bg_prob
-    w_ctr[erased] = 0.0
+    w_ctr[sp.erased] = 0.0
     span = float(w_ctr.max() - w_ctr.min())
     if span <= 1e-9:
-        return np.zeros((big_h, big_w), np.float32), 0.0
+        return None
     fg_weight = (w_ctr - w_ctr.min()) / span
     fg_weight[fg_weight < threshold_otsu(fg_weight)] = 0.0  # "removeLowVals" of the RBD code
+    return fg_weight
 
-    # saliency optimization (Eq. 9): min Σ bg s² + Σ fg (s-1)² + Σ w_ij (s_i - s_j)²
-    smooth_links = adj2 | np.outer(boundary, boundary)
-    w_smooth = np.where(smooth_links, _gauss_weight(col_dist, nei_sigma), 0.0) + 0.1 * adj
+
+def _optimize(sp: _Superpixels, adj2: np.ndarray, col_dist: np.ndarray, nei_sigma: float, bg_weight: np.ndarray,
+              fg_weight: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Saliency optimization (Eq. 9): min Σ bg s² + Σ fg (s-1)² + Σ w_ij (s_i - s_j)², clipped at 0."""
+    from scipy import linalg
+
+    smooth_links = adj2 | np.outer(sp.boundary, sp.boundary)
+    w_smooth = np.where(smooth_links, _gauss_weight(col_dist, nei_sigma), 0.0) + 0.1 * sp.adj
     np.fill_diagonal(w_smooth, 0.0)
     system = np.diag(w_smooth.sum(1) + 5.0 * bg_weight + fg_weight) - w_smooth  # bgLambda = 5
     try:  # positive definite: the graph is connected and boundary superpixels have w_bg > 0
         sal = linalg.solve(system, fg_weight, assume_a="pos", check_finite=False)
     except linalg.LinAlgError:  # degenerate superpixel graph: fall back to least squares
-        log.debug("RBD system not positive definite for a %dx%d image", big_h, big_w)
+        log.debug("RBD system not positive definite for a %dx%d image", *size)
         sal = linalg.lstsq(system, fg_weight, check_finite=False)[0]
-    sal = np.clip(sal, 0.0, None)
+    return np.clip(sal, 0.0, None)
+
+
+def _rbd(image: np.ndarray, seeds: np.ndarray | None, max_side: int) -> tuple[np.ndarray, float]:
+    """RBD saliency at reduced resolution; see :func:`builtin_saliency`."""
+    from scipy.spatial.distance import cdist
+
+    big_h, big_w = image.shape[:2]
+    nothing = np.zeros((big_h, big_w), np.float32), 0.0
+    small = _working_image(image, max_side)
+    h, w = small.shape[:2]
+    sp = _superpixels(small, seeds)
+    if sp is None:
+        return nothing
+    background = sp.boundary | sp.erased
+    if background.all():
+        return nothing
+    col_dist = cdist(sp.mean_lab, sp.mean_lab)
+    adj2, clip, geo_sigma, nei_sigma = _dynamic_params(sp.adj, col_dist)
+    bg_prob, bg_weight = _background_weights(sp, background, col_dist, clip, geo_sigma)
+    fg_weight = _foreground_weights(sp, col_dist, bg_prob)
+    if fg_weight is None:
+        return nothing
+    sal = _optimize(sp, adj2, col_dist, nei_sigma, bg_weight, fg_weight, (big_h, big_w))
     strength = float(sal.max())
     if strength <= 1e-9:
-        return np.zeros((big_h, big_w), np.float32), 0.0
-    sal_small = (sal / strength).astype(np.float32)[labels]
+        return nothing
+    sal_small = (sal / strength).astype(np.float32)[sp.labels]
     if (h, w) != (big_h, big_w):
         sal_small = np.clip(_resize_float(sal_small, (big_h, big_w)), 0.0, 1.0)
     return sal_small, strength
@@ -270,12 +346,12 @@ def builtin_saliency(image: np.ndarray, *, background_seeds: np.ndarray | None =
             and background_seeds.shape == image.shape[:2]):
         raise InputError(
             f"expected background_seeds as an (H, W) bool array of the image's size "
-            f"{image.shape[:2]}, got {describe_array(background_seeds)}; pass a boolean mask or None"
-        )
+            f"{image.shape[:2]}, got {describe_array(background_seeds)}; pass a boolean mask or None",
+            param="background_seeds")
     if not (isinstance(max_side, (int, np.integer)) and not isinstance(max_side, bool)
             and max_side >= 16):
         raise InputError(f"expected max_side as an integer >= 16, got {max_side!r}; "
-                         "use e.g. the default 160")
+                         "use e.g. the default 160", param="max_side")
     return _rbd(image, background_seeds, int(max_side))
 
 
@@ -326,7 +402,7 @@ def adaptive_threshold(saliency: np.ndarray, *, method: str = "adaptive") -> flo
     """
     if method not in THRESHOLD_METHODS:
         raise InputError(f"unknown threshold method {method!r}; expected one of "
-                         f"{', '.join(THRESHOLD_METHODS)}")
+                         f"{', '.join(THRESHOLD_METHODS)}", param="method")
     _check_unit_map(saliency, "saliency")
     return _threshold(saliency, method)
 
@@ -359,7 +435,7 @@ def calibrate(saliency: np.ndarray, threshold: float) -> np.ndarray:
     if not (isinstance(threshold, (float, int, np.floating, np.integer))
             and 0.0 < float(threshold) < 1.0):
         raise InputError(f"expected threshold as a number strictly between 0 and 1, got "
-                         f"{threshold!r}; use adaptive_threshold() to choose it")
+                         f"{threshold!r}; use adaptive_threshold() to choose it", param="threshold")
     return _calibrate(saliency, float(threshold))
 
 
@@ -412,12 +488,12 @@ def _mask(image: np.ndarray, saliency: np.ndarray, crf: bool, method: str,
 def _check_options(threshold: object, crf_params: object) -> CrfParams:
     if threshold not in THRESHOLD_METHODS:
         raise InputError(f"unknown threshold method {threshold!r}; expected one of "
-                         f"{', '.join(THRESHOLD_METHODS)}")
+                         f"{', '.join(THRESHOLD_METHODS)}", param="threshold")
     if crf_params is None:
         return CrfParams()
     if not isinstance(crf_params, CrfParams):
         raise InputError(f"expected crf_params as a CrfParams or None, got "
-                         f"{type(crf_params).__name__}; build one with CrfParams(...)")
+                         f"{type(crf_params).__name__}; build one with CrfParams(...)", param="crf_params")
     return crf_params
 
 
@@ -487,7 +563,7 @@ def builtin_reference(image: np.ndarray, *, crf: bool = True, threshold: str = "
         raise InputError(
             f"expected max_objects >= 1, min_area in [0, 1], stop_ratio >= 0 and integer "
             f"max_side >= 16, got {max_objects!r}, {min_area!r}, {stop_ratio!r}, {max_side!r}; "
-            "use the defaults 3, 0.01, 0.5, 160"
+            "use the defaults 3, 0.01, 0.5, 160", param=("max_objects", "min_area", "stop_ratio", "max_side")
         )
     saliency, first = _rbd(image, None, int(max_side))
     found = _mask(image, saliency, crf, threshold, params)

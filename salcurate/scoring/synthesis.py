@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from salcurate.config import setting
 from salcurate.errors import InputError
 from salcurate.scoring import metrics
 
@@ -31,27 +32,29 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 @dataclasses.dataclass(frozen=True)
 class SynthesisConfig:
-    """What the training set holds; thresholds and proportions default to the paper's."""
+    """What the scorer's training set holds; thresholds and proportions default to the paper's
+    (Section III-B2).  Part of ``train-scorer``'s settings (its ``seed`` seeds the whole run)."""
 
-    positive_min: float = 0.8
-    negative_max: float = 0.3
-    composite_source_min: float = 0.9
-    composite_target_min: float = 0.3
-    scale: float = 1.0  # multiplies the counts (scaled to the store's size)
-    #: items of each kind per 10,582 scored images: positive, negative, degraded, composite
-    proportions: tuple[int, int, int, int] = (4000, 1000, 3000, 2000)
-    seed: int = 0
-    val_fraction: float = 0.1
+    scale: float = setting(1.0, "Training-set size relative to the paper's 10k per 10,582 images.")
+    proportions: tuple[int, int, int, int] = setting(
+        tuple(PAPER_COUNTS.values()), "Items per 10,582 images: positive,negative,degraded,composite.")
+    positive_min: float = setting(0.8, "Positives: AC >= this.")
+    negative_max: float = setting(0.3, "Negatives: AC <= this.")
+    composite_source_min: float = setting(0.9, "Pasted objects come from AC >= this.")
+    composite_target_min: float = setting(0.3, "Pasted objects land on the background of images with AC >= this.")
+    val_fraction: float = setting(0.1, "Images held out for validation.")
+    seed: int = setting(0, "Seeds the training set, its split, the initial weights and the batch order "
+                           "(makes CPU runs repeatable).")
 
 
 def planned_counts(num_scored: int, config: SynthesisConfig) -> dict[str, int]:
     """``config.proportions`` (the paper's 4k/1k/3k/2k) scaled from 10,582 images to
     ``num_scored``, times ``scale``."""
     if len(config.proportions) != 4 or min(config.proportions) < 0 or sum(config.proportions) == 0:
-        raise InputError(f"--proportions must be 4 counts >= 0 (positive, negative, degraded, composite), "
-                         f"got {config.proportions}")
+        raise InputError(f"proportions must be 4 counts >= 0 (positive, negative, degraded, composite), "
+                         f"got {config.proportions}", param="proportions")
     if not config.scale > 0:
-        raise InputError(f"--scale must be > 0, got {config.scale}")
+        raise InputError(f"scale must be > 0, got {config.scale}", param="scale")
     factor = config.scale * num_scored / PAPER_IMAGES
     return {k: (max(1, int(round(v * factor))) if v else 0) for k, v in zip(PAPER_COUNTS, config.proportions)}
 
@@ -73,16 +76,16 @@ def plan_training_set(ac: np.ndarray, config: SynthesisConfig) -> np.ndarray:
     src = np.flatnonzero(scored & (a >= config.composite_source_min))
     dst = np.flatnonzero(scored & (a >= config.composite_target_min))
     counts = planned_counts(int(scored.sum()), config)
-    need = {"positive (AC >= %g)" % config.positive_min: (len(pos), 8, "--positive-min",
+    need = {"positive (AC >= %g)" % config.positive_min: (len(pos), 8, "positive_min",
                                                             counts["positive"] + counts["degraded"]),
-            "negative (AC <= %g)" % config.negative_max: (len(neg), 2, "--negative-max", counts["negative"]),
-            "composite source (AC >= %g)" % config.composite_source_min: (len(src), 2, "--composite-source-min",
+            "negative (AC <= %g)" % config.negative_max: (len(neg), 2, "negative_max", counts["negative"]),
+            "composite source (AC >= %g)" % config.composite_source_min: (len(src), 2, "composite_source_min",
                                                                            counts["composite"])}
     for what, (found, least, option, wanted) in need.items():
         if wanted and found < least:
             raise InputError(
                 f"too few confident samples for the scorer's training set: {found} {what} of {int(scored.sum())} "
-                f"scored, need at least {least}; relax {option} or score more masks"
+                f"scored, need at least {least}; relax {option} or score more masks", param=option
             )
     rng = np.random.default_rng([config.seed, 1])
     rows = []
@@ -98,13 +101,14 @@ def plan_training_set(ac: np.ndarray, config: SynthesisConfig) -> np.ndarray:
     return table
 
 
-def split_train_val(table: np.ndarray, num_samples: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_train_val(table: np.ndarray, num_samples: int, val_fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold out items by image (no image in both parts): ``(train rows, val rows)``.
 
     A composite whose two images fall on different sides is left out of both.
     """
     if not 0 < val_fraction < 1:
-        raise InputError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}", param="val_fraction")
     rng = np.random.default_rng([seed, 2])
     val_images = rng.random(num_samples) < val_fraction
     first = val_images[table[:, 1]]

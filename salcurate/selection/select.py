@@ -37,13 +37,13 @@ def select_weights(scores: np.ndarray, *, tau: float | None = None, top_k: int |
     if scores.ndim != 1:
         raise InputError(f"expected scores of shape (N,), got {scores.shape}")
     if tau is not None and not 0.0 <= tau <= 1.0:
-        raise InputError(f"--tau must be in [0, 1], got {tau}")
+        raise InputError(f"tau must be in [0, 1], got {tau}", param="tau")
     if top_k is not None and top_k < 0:
-        raise InputError(f"--top-k must be >= 0, got {top_k}")
+        raise InputError(f"top_k must be >= 0, got {top_k}", param="top_k")
     if min_per_class < 0:
-        raise InputError(f"--min-per-class must be >= 0, got {min_per_class}")
+        raise InputError(f"min_per_class must be >= 0, got {min_per_class}", param="min_per_class")
     if min_per_class and (classes is None or classes.shape[0] != scores.shape[0]):
-        raise InputError("--min-per-class needs the image classes (N, C) of every sample")
+        raise InputError("min_per_class needs the image classes (N, C) of every sample", param="min_per_class")
     scored = ~np.isnan(scores)
     keep = scored.copy()
     if tau is not None:
@@ -131,7 +131,7 @@ def run(config: SelectConfig, *, events: Events | None = None) -> SelectResult:
     started = time.time()
     path = Path(config.store)
     if config.tau is None and config.top_k is None and not config.sweep:
-        raise InputError("give tau (keep scores >= tau) or top_k, or sweep to see what each tau keeps",
+        raise InputError("give tau (keep scores >= tau) or top_k, or sweep to see what the paper's taus keep",
                          param=("tau", "top_k", "sweep"))
     with store_mod.MaskStore(path) as st:
         scores = _score_for(st, config.by)

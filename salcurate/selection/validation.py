@@ -10,15 +10,15 @@ mean AGT of the masks each tau keeps.
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from salcurate.config import setting, store_setting
 from salcurate.data import store as store_mod
 from salcurate.errors import InputError, StoreError
+from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
 from salcurate.scoring.metrics import proxy_miou, true_quality
 from salcurate.stats import auroc, pearson, spearman
@@ -36,16 +36,43 @@ def kept_quality(score: np.ndarray, quality: np.ndarray, taus: tuple[float, ...]
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateScoresConfig:
-    score: str = "sc"
-    plot: str | None = None  # scatter plot PNG; None = no plot
-    bad_below: float = 0.5
-    taus: tuple[float, ...] = PAPER_TAUS
+    """Settings of ``evaluate-scores``."""
+
+    store: str = store_setting()
+    score: str = setting("sc", "Score column to judge, e.g. sc or sf.")
+    plot: str | None = setting(None, "Write a scatter plot PNG of score against true quality.")
+    bad_below: float = setting(0.5, "A mask is bad when its true quality is below this.")
+    taus: tuple[float, ...] = setting(PAPER_TAUS, "Taus whose kept masks and their mean true quality are listed.",
+                                      cli=False)
 
 
-def true_quality_of_store(st: store_mod.MaskStore, *, progress: Callable[[int], None] | None = None,
+@dataclasses.dataclass(frozen=True)
+class EvaluateScoresResult(Result):
+    """How well score ``score`` predicts true quality; statistics that are undefined are None."""
+
+    score: str
+    samples: int
+    pearson: float | None
+    spearman: float | None
+    pearson_miou: float | None
+    spearman_miou: float | None
+    auroc_bad: float | None
+    bad_below: float
+    bad: int
+    mean_quality_all: float | None
+    mean_miou_all: float | None
+    taus: list[dict[str, Any]]
+    plot: str | None
+
+
+def true_quality_of_store(st: store_mod.MaskStore, *, events: Events | None = None,
                           miou: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """AGT and proxy mIoU per sample: ``(N,)`` float each, NaN without proxy or ground truth
-    (and mIoU all NaN with ``miou=False``, which saves most of the time)."""
+    (and mIoU all NaN with ``miou=False``, which saves most of the time).
+
+    ``events.advance(n)`` reports the samples done (in steps of 64).
+    """
+    events = events or NO_EVENTS
     n = len(st)
     agt = np.full(n, np.nan)
     mious = np.full(n, np.nan)
@@ -56,20 +83,23 @@ def true_quality_of_store(st: store_mod.MaskStore, *, progress: Callable[[int], 
         agt[i] = true_quality(proxy, gt)
         if miou:
             mious[i] = proxy_miou(proxy, gt, st.num_classes)
-        if progress and k % 64 == 63:
-            progress(64)
-    if progress and len(both) % 64:
-        progress(len(both) % 64)
+        if k % 64 == 63:
+            events.advance(64)
+    if len(both) % 64:
+        events.advance(len(both) % 64)
     return agt, mious
 
 
-def evaluate_scores(path: str | os.PathLike[str], config: EvaluateScoresConfig, *,
-                    progress: Callable[[int], None] | None = None,
-                    on_start: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Correlation, AUROC and kept quality of score ``config.score`` against true quality."""
+def run(config: EvaluateScoresConfig, *, events: Events | None = None) -> EvaluateScoresResult:
+    """Correlation, AUROC and kept quality of score ``config.score`` against true quality.
+
+    Reads the store, writes nothing to it (only the optional plot).  Events: ``start(samples with
+    proxy and ground truth)``, ``advance(n)`` as their true quality is computed.
+    """
+    events = events or NO_EVENTS
     if not 0 < config.bad_below < 1:
-        raise InputError(f"--bad-below must be in (0, 1), got {config.bad_below}")
-    with store_mod.MaskStore(path) as st:
+        raise InputError(f"bad_below must be in (0, 1), got {config.bad_below}", param="bad_below")
+    with store_mod.MaskStore(config.store) as st:
         if config.score not in st.score_names():
             have = ", ".join(st.score_names()) or "none; run `salcurate score-coarse`"
             raise StoreError(f"{st.path}: no score {config.score!r} in the store (it has: {have})")
@@ -78,30 +108,28 @@ def evaluate_scores(path: str | os.PathLike[str], config: EvaluateScoresConfig, 
         if usable.sum() < 2:
             raise StoreError(
                 f"{st.path}: {int(usable.sum())} samples have both a score {config.score!r} and ground truth; "
-                "evaluate-scores needs ground truth: import it with --gt DIR"
+                "evaluate-scores needs ground truth: import it with `salcurate import ... --gt DIR`"
             )
-        if on_start:
-            on_start(int((st.has_map("proxy") & st.has_map("gt")).sum()))
-        agt, miou = true_quality_of_store(st, progress=progress)
+        events.start(int((st.has_map("proxy") & st.has_map("gt")).sum()))
+        agt, miou = true_quality_of_store(st, events=events)
     s, q, m = score[usable], agt[usable], miou[usable]
-    result = {
-        "score": config.score,
-        "samples": int(usable.sum()),
+    figures = {
         "pearson": pearson(s, q),
         "spearman": spearman(s, q),
         "pearson_miou": pearson(s, m),
         "spearman_miou": spearman(s, m),
         "auroc_bad": auroc(-s, q < config.bad_below),
-        "bad_below": config.bad_below,
-        "bad": int((q < config.bad_below).sum()),
         "mean_quality_all": float(q.mean()),
         "mean_miou_all": float(m.mean()),
-        "taus": kept_quality(s, q, config.taus),
-        "plot": None,
     }
+    result = EvaluateScoresResult(score=config.score, samples=int(usable.sum()), bad_below=config.bad_below,
+                                  bad=int((q < config.bad_below).sum()),
+                                  taus=_json_safe(kept_quality(s, q, config.taus)),
+                                  plot=None, **_json_safe(figures))
     if config.plot:
-        result["plot"] = str(scatter_plot(Path(config.plot), s, q, config.score, result))
-    return _json_safe(result)
+        plot = scatter_plot(Path(config.plot), s, q, config.score, result)
+        result = dataclasses.replace(result, plot=str(plot))
+    return result
 
 
 def _json_safe(value: Any) -> Any:
@@ -119,7 +147,8 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
-def scatter_plot(out: Path, score: np.ndarray, quality: np.ndarray, name: str, result: dict[str, Any]) -> Path:
+def scatter_plot(out: Path, score: np.ndarray, quality: np.ndarray, name: str,
+                 result: EvaluateScoresResult) -> Path:
     """A scatter of score against true quality (AGT), like the paper's Fig. 9 (a, b)."""
     import matplotlib
 
@@ -127,7 +156,8 @@ def scatter_plot(out: Path, score: np.ndarray, quality: np.ndarray, name: str, r
     import matplotlib.pyplot as plt
 
     if not out.parent.is_dir():
-        raise InputError(f"{out}: the folder {out.parent} does not exist; create it or choose another --plot path")
+        raise InputError(f"{out}: the folder {out.parent} does not exist; create it or choose another plot path",
+                         param="plot")
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     ax.scatter(quality, score, s=6, alpha=0.5, linewidths=0)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
@@ -135,8 +165,8 @@ def scatter_plot(out: Path, score: np.ndarray, quality: np.ndarray, name: str, r
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("true quality AGT (F1 of proxy vs ground-truth foreground)")
     ax.set_ylabel(f"score {name}")
-    ax.set_title(f"{name}: Pearson {_fmt(result['pearson'])}, Spearman {_fmt(result['spearman'])}\n"
-                 f"{result['samples']} masks with ground truth", fontsize=9)
+    ax.set_title(f"{name}: Pearson {_fmt(result.pearson)}, Spearman {_fmt(result.spearman)}\n"
+                 f"{result.samples} masks with ground truth", fontsize=9)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

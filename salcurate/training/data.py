@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from salcurate.config import Choice
 from salcurate.data import store as store_mod
 from salcurate.errors import InputError
 from salcurate.nn.salnet import preprocess
@@ -28,7 +29,16 @@ from salcurate.training.losses import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
-SAMPLE_MODES: tuple[str, ...] = ("selected", "all")
+
+class Sample(Choice):
+    """Which images a retraining draws: ``selected`` (only kept ones, the authors' code) or ``all``
+    (every image with a proxy, L_sel weighted by w, the literal Eq. 13)."""
+
+    selected = "selected"
+    all = "all"
+
+
+SAMPLE_MODES: tuple[str, ...] = Sample.values()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,14 +63,14 @@ def plan_training(st: store_mod.MaskStore, *, split: str, selection: str | None,
     ``selection``: a selection name in the store (w_i from it) or None (P2: every proxy, w = 1).
     ``sample="selected"``: draw only images with w_i > 0 (the authors' code); ``"all"``: draw
     every image with a proxy, L_sel weighted by w_i (the literal Eq. 13).  Strong samples
-    (imported with ground truth as ``--strong``) use their ground truth with w = 1.
+    (imported with ground truth as strong samples) use their ground truth with w = 1.
     """
     if sample not in SAMPLE_MODES:
-        raise InputError(f"--sample must be one of {', '.join(SAMPLE_MODES)}, got {sample!r}")
+        raise InputError(f"sample must be one of {', '.join(SAMPLE_MODES)}, got {sample!r}", param="sample")
     in_split = st.splits == split
     if not in_split.any():
         raise InputError(f"{st.path}: no samples in split {split!r} (the store has: {', '.join(st.split_names())}); "
-                         "pass --split")
+                         "choose one of those", param="split")
     has_proxy = st.has_map("proxy")
     strong = st.strong & st.has_map("gt") & bool(use_strong)
     if selection is None:
@@ -72,8 +82,9 @@ def plan_training(st: store_mod.MaskStore, *, split: str, selection: str | None,
     kept = usable & (w > 0)
     if not kept.any():
         what = f"selection {selection!r}" if selection else "the store"
-        raise InputError(f"{what} keeps no image of split {split!r} ({int((in_split & has_proxy).sum())} have a proxy); "
-                         "choose a lower tau with `salcurate select`, another selection, or --selection none")
+        raise InputError(f"{what} keeps no image of split {split!r} ({int((in_split & has_proxy).sum())} have a "
+                         "proxy); choose a lower tau with `salcurate select`, another selection, or selection none",
+                         param="selection")
     draw = kept if sample == "selected" else usable
     idx = np.flatnonzero(draw)
     counts = {"split": int(in_split.sum()), "with_proxy": int((in_split & has_proxy).sum()), "kept": int(kept.sum()),
@@ -132,7 +143,8 @@ class Augment:
     flip: bool = True
 
 
-def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, aug: Augment) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+            aug: Augment) -> tuple[torch.Tensor, torch.Tensor]:
     """``(H, W, 3)`` uint8, ``(H, W)`` uint8 -> ``(3, crop, crop)`` float32 normalised, ``(crop, crop)`` int64.
 
     The image is resized bilinearly and the labels with nearest neighbours by a factor drawn

@@ -7,9 +7,11 @@ CUDA, gloo on CPU).  Without those variables everything is one process and nothi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -54,7 +56,7 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     if device.type == "cuda":
         if torch.cuda.device_count() <= info.local_rank:
             raise InputError(f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPUs here; "
-                             "start at most one process per GPU (torchrun --nproc_per_node)")
+                             "start at most one process per GPU (`torchrun --nproc_per_node N`)")
         torch.cuda.set_device(info.local_rank)
         device = torch.device("cuda", info.local_rank)
     if not dist.is_initialized():
@@ -66,6 +68,16 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session(device: torch.device) -> Iterator[tuple[DistInfo, torch.device]]:
+    """:func:`setup` on entry, :func:`teardown` on exit: ``with session(device) as (info, device):``."""
+    info, device = setup(device)
+    try:
+        yield info, device
+    finally:
+        teardown(info)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

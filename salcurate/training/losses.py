@@ -9,10 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from salcurate.config import Choice
 from salcurate.errors import InputError
 
 IGNORE_INDEX = 255
-ATTENTION_LOSSES: tuple[str, ...] = ("bce", "positive")
+
+
+class AttentionLoss(Choice):
+    """The form of L_atten: ``bce`` (positive and negative terms) or ``positive`` (Eq. 12 as printed)."""
+
+    bce = "bce"
+    positive = "positive"
+
+
+ATTENTION_LOSSES: tuple[str, ...] = AttentionLoss.values()
 
 
 def _at_least_float32(t: Tensor) -> Tensor:
@@ -30,10 +40,12 @@ def selection_loss(attended: Tensor, labels: Tensor, weights: Tensor, *, ignore_
     valid pixels, so an image with w_i = 0 contributes neither to the sum nor to the count (and
     gets no gradient).  0 when no weighted valid pixel exists.
     """
-    if attended.dim() != 4 or labels.shape != (attended.shape[0], *attended.shape[2:]) or weights.shape != (attended.shape[0],):
+    if (attended.dim() != 4 or labels.shape != (attended.shape[0], *attended.shape[2:])
+            or weights.shape != (attended.shape[0],)):
         raise InputError(f"selection_loss expects attended (B, K, H, W), labels (B, H, W) and weights (B,), got "
                          f"{tuple(attended.shape)}, {tuple(labels.shape)} and {tuple(weights.shape)}")
-    nll = F.cross_entropy(_at_least_float32(attended), labels.long(), ignore_index=ignore_index, reduction="none")  # (B, H, W)
+    nll = F.cross_entropy(_at_least_float32(attended), labels.long(), ignore_index=ignore_index,
+                          reduction="none")  # (B, H, W)
     valid = (labels != ignore_index).to(nll.dtype)
     w = weights.to(nll.dtype)[:, None, None]
     denom = (w * valid).sum()
@@ -49,7 +61,8 @@ def attention_loss(class_logits: Tensor, tags: Tensor, *, mask: Tensor | None = 
     Both are averaged over the counted images and the C classes.
     """
     if form not in ATTENTION_LOSSES:
-        raise InputError(f"--attention-loss must be one of {', '.join(ATTENTION_LOSSES)}, got {form!r}")
+        raise InputError(f"attention_loss must be one of {', '.join(ATTENTION_LOSSES)}, got {form!r}",
+                         param="attention_loss")
     if class_logits.dim() != 2 or tags.shape != class_logits.shape:
         raise InputError(f"attention_loss expects class logits and tags of the same (B, C) shape, got "
                          f"{tuple(class_logits.shape)} and {tuple(tags.shape)}")

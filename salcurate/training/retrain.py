@@ -1,9 +1,11 @@
 """``retrain``: SAL-Net joint training with the selection and attention losses (Section III-D).
 
 One process, or many through ``torchrun`` (DistributedDataParallel, one rank per GPU).  The
-paper's protocol is the default for each backbone (:data:`PROTOCOLS`); every value is an
-option of :class:`RetrainConfig`, and the resolved config is saved in ``config.json``, in every
-checkpoint and in the store's run log.
+paper's protocol is the default for each backbone (``salcurate.paper.PROTOCOLS``); every value
+is a setting of :class:`RetrainConfig`, and the resolved config is saved as ``config.toml``
+(what ``salcurate retrain --config`` reads back) and ``config.json``, in every checkpoint and in
+the store's run log.  The mechanics (precision, checkpoints, logs, Ctrl-C, DDP) are the shared
+training harness's (``salcurate.training.harness``).
 
 Files under ``config.output`` (written by rank 0 only):
 
@@ -14,16 +16,15 @@ Files under ``config.output`` (written by rank 0 only):
 * ``model.pt``: the final weights (what ``predict`` and ``evaluate`` load).
 * ``log.jsonl``: a line per ``log_every`` iterations (loss terms, learning rate, iterations/s) and
   per validation (mIoU, pixel accuracy); TensorBoard event files in ``tb/`` when installed.
+* ``config.toml`` and ``config.json``: the resolved settings (and, in the JSON, what the run found).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,115 +33,160 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from salcurate.config import Choice, choice, setting, store_setting, to_dict
 from salcurate.data import store as store_mod
 from salcurate.data.workarea import ids_fingerprint
 from salcurate.errors import InputError, SalcurateError
-from salcurate.nn.device import resolve_device
-from salcurate.nn.salnet import BACKBONES, SALNet, SALNetConfig, read_model_file, save_model
+from salcurate.events import NO_EVENTS, Events, Result
+from salcurate.nn.device import Device, resolve_device
+from salcurate.nn.salnet import SALNet, SALNetConfig, read_model_file, save_model
+from salcurate.paper import LAMBDA, PROTOCOLS, SALNET_BATCH, SALNET_CROP
 from salcurate.training import distributed as ddp
 from salcurate.training.data import (
     Augment,
     EvalSet,
     RetrainSet,
+    Sample,
     StreamSampler,
     TrainingPlan,
     plan_training,
     validation_indices,
 )
-from salcurate.training.losses import ATTENTION_LOSSES, sal_loss
+from salcurate.training.harness import (
+    Checkpoint,
+    Precision,
+    RunLog,
+    checkpoint_on_interrupt,
+    optimizer_state,
+    prepare_model,
+    recipe_of,
+    restore_optimizer,
+    write_config,
+)
+from salcurate.training.losses import AttentionLoss, sal_loss
 
 log = logging.getLogger(__name__)
 
 COMMAND = "retrain"
-#: The paper's protocol per backbone (Section IV-A): base learning rate and iterations.  The
-#: paper gives VGG16 and ResNet101; ResNet18/50 take ResNet101's.
-PROTOCOLS: dict[str, dict[str, float]] = {
-    "vgg16": {"lr": 1e-3, "max_iter": 27000},
-    "resnet101": {"lr": 1e-4, "max_iter": 15000},
-    "resnet50": {"lr": 1e-4, "max_iter": 15000},
-    "resnet18": {"lr": 1e-4, "max_iter": 15000},
-}
-#: Settings that do not change the trained weights (a resumed run may change them).
-_RUN_ONLY = ("output", "resume", "device", "workers", "log_every", "checkpoint_every", "val_every", "val_limit",
-             "compile", "tensorboard")
+
+
+class Backbone(Choice):
+    """SAL-Net's backbone (DeepLab-v2 at output stride 8)."""
+
+    vgg16 = "vgg16"
+    resnet18 = "resnet18"
+    resnet50 = "resnet50"
+    resnet101 = "resnet101"
+
+
+class Attention(Choice):
+    """How the classification branch acts: Eq. 11's product (paper), a second task only, or none."""
+
+    multiply = "multiply"
+    multitask = "multitask"
+    off = "off"
+
+
+def _protocol_help(key: str) -> str:
+    """The paper's value of ``key`` per backbone family, for a help text ("1e-3 vgg16, 1e-4 resnets")."""
+    def fmt(v: float) -> str:
+        return f"{v:.0e}".replace("e-0", "e-") if v < 0.1 else f"{v:g}"
+
+    return f"{fmt(PROTOCOLS['vgg16'][key])} vgg16, {fmt(PROTOCOLS['resnet101'][key])} resnets"
 
 
 @dataclasses.dataclass(frozen=True)
 class RetrainConfig:
-    """Settings of ``retrain``; None = the paper's value for the backbone (resolved by :meth:`resolved`)."""
+    """Settings of ``retrain``; None = the paper's value for the backbone (resolved by :meth:`resolved`).
 
-    store: str = "masks.h5"
-    output: str = "runs/salnet"
-    backbone: str = "vgg16"
-    backbone_weights: str = "imagenet"  # imagenet (local torch cache) | PATH | none
-    selection: str | None = None  # None: every proxy (P2)
-    sample: str = "selected"
-    split: str = "train"
-    val_split: str = "val"
-    use_strong: bool = True
-    attention: str = "multiply"
-    attention_loss: str = "bce"
-    lam: float = 2.0
-    batch_size: int = 7  # per process
-    crop: int = 321
-    scale_min: float = 0.5
-    scale_max: float = 1.5
-    flip: bool = True
-    lr: float | None = None
-    max_iter: int | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    power: float = 0.9
-    head_lr_mult: float = 10.0
-    freeze_bn: bool | None = None
-    device: str = "auto"
-    amp: bool | None = None  # bf16 autocast; None = on CUDA
-    channels_last: bool | None = None  # None = on CUDA
-    compile: bool = False
-    workers: int = 2
-    seed: int = 0
-    checkpoint_every: int = 1000
-    val_every: int = 0  # 0 = validate once at the end
-    val_limit: int | None = None
-    log_every: int = 20
-    tensorboard: bool = True
-    resume: bool = False
+    ``selection``: a selection's name, or ``"none"`` (or None) to train on every proxy (P2).
+    """
+
+    store: str = store_setting()
+    selection: str | None = setting(None, "Selection to train on (from `salcurate select`); none = every proxy (P2).")
+    output: str | None = setting(None, "Run folder (default runs/SELECTION).", short="-o", run_only=True)
+    backbone: Backbone = setting(Backbone.vgg16, "vgg16, resnet101, resnet50 or resnet18.")
+    backbone_weights: str = setting("imagenet", "imagenet (from the local torch cache), a .pth file, or none (random).")
+    sample: Sample = setting(Sample.selected, "selected: draw only kept images (paper); all: every image, L_sel "
+                                              "weighted by w.")
+    split: str = setting("train", "Split to train on.")
+    val_split: str = setting("val", "Split with ground truth for validation mIoU.")
+    use_strong: bool = setting(True, "Strong samples train on their ground truth with w = 1.",
+                               flag="--strong/--no-strong")
+    attention: Attention = setting(Attention.multiply, "multiply (Eq. 11, paper), multitask (released code) or off "
+                                                       "(no classification branch).")
+    attention_loss: AttentionLoss = setting(AttentionLoss.bce, "bce (positive and negative terms) or positive "
+                                                               "(Eq. 12 as printed).")
+    lam: float = setting(LAMBDA, f"Weight of the attention loss (Eq. 14; paper {LAMBDA:g}).", flag="--lambda")
+    batch_size: int = setting(SALNET_BATCH, f"Images per iteration and process (paper {SALNET_BATCH}).")
+    crop: int = setting(SALNET_CROP, f"Random crop side (paper {SALNET_CROP}); smaller images are padded.")
+    scale_min: float = setting(0.5, "Smallest random scale.")
+    scale_max: float = setting(1.5, "Largest random scale.")
+    flip: bool = setting(True, "Random horizontal flips.", flag="--flip/--no-flip")
+    lr: float | None = setting(None, f"Base learning rate (default: {_protocol_help('lr')}).")
+    max_iter: int | None = setting(None, f"Iterations (default: {_protocol_help('max_iter')}).")
+    momentum: float = setting(0.9, "SGD momentum (paper 0.9).")
+    weight_decay: float = setting(5e-4, "SGD weight decay (paper 5e-4).")
+    power: float = setting(0.9, "Poly schedule power.")
+    head_lr_mult: float = setting(10.0, "Heads learn this many times faster than the backbone.")
+    freeze_bn: bool | None = setting(None, "Batch-norm fixed (default: when ImageNet weights are loaded).",
+                                     flag="--freeze-bn/--train-bn")
+    device: Device = setting(Device.auto, "auto (CUDA when present), cpu or cuda.", run_only=True)
+    amp: bool | None = setting(None, "bf16 autocast (default: on CUDA).", flag="--amp/--no-amp")
+    channels_last: bool | None = setting(None, "Channels-last memory format (default: on CUDA).",
+                                         flag="--channels-last/--no-channels-last")
+    compile: bool = setting(False, "torch.compile the model.", run_only=True)
+    workers: int = setting(2, "Data-loader processes per rank.", min=0, run_only=True)
+    seed: int = setting(0, "Seed of the initial weights (those not loaded), the sample order, the augmentation and "
+                           "dropout.")
+    checkpoint_every: int = setting(1000, "Iterations between checkpoints (a killed run loses at most this many).",
+                                    run_only=True)
+    val_every: int = setting(0, "Iterations between validations (0: at the end only).", run_only=True)
+    val_limit: int | None = setting(None, "Validate on at most this many images.", run_only=True)
+    log_every: int = setting(20, "Iterations per line of log.jsonl.", run_only=True)
+    tensorboard: bool = setting(True, "Also write TensorBoard events when installed.",
+                                flag="--tensorboard/--no-tensorboard", run_only=True)
+    resume: bool = setting(False, "Continue the run in the output folder.", run_only=True)
 
     def resolved(self) -> RetrainConfig:
-        if self.backbone not in BACKBONES:
-            raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        p = PROTOCOLS[self.backbone]
-        return dataclasses.replace(self, lr=float(p["lr"]) if self.lr is None else self.lr,
-                                   max_iter=int(p["max_iter"]) if self.max_iter is None else self.max_iter)
+        """Choices as enums, ``selection`` None as ``"none"``, the paper's protocol and the
+        default output folder filled in."""
+        backbone = Backbone(self.backbone)
+        selection = "none" if self.selection is None or self.selection.lower() == "none" else self.selection
+        p = PROTOCOLS[str(backbone)]
+        return dataclasses.replace(
+            self, backbone=backbone, selection=selection,
+            output=self.output if self.output is not None else str(Path("runs") / ("all" if selection == "none"
+                                                                                  else selection)),
+            attention=choice(Attention, self.attention, "attention"),
+            attention_loss=choice(AttentionLoss, self.attention_loss, "attention_loss"),
+            sample=choice(Sample, self.sample, "sample"), device=choice(Device, self.device, "device"),
+            lr=float(p["lr"]) if self.lr is None else self.lr,
+            max_iter=int(p["max_iter"]) if self.max_iter is None else self.max_iter)
 
-    def recipe(self, world: int) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in _RUN_ONLY:
-            d.pop(k)
-        d["world_size"] = world
-        return d
+    @property
+    def selection_name(self) -> str | None:
+        """The selection to read from the store (None: every proxy)."""
+        return None if self.selection is None or self.selection.lower() == "none" else self.selection
 
 
 def _check(c: RetrainConfig) -> None:
-    problems = []
     if c.batch_size < 1:
-        problems.append(f"--batch-size must be at least 1, got {c.batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {c.batch_size}", param="batch_size")
     if c.crop < 16:
-        problems.append(f"--crop must be at least 16 pixels, got {c.crop}")
+        raise InputError(f"crop must be at least 16 pixels, got {c.crop}", param="crop")
     if not 0 < c.scale_min <= c.scale_max:
-        problems.append(f"--scale-min/--scale-max must satisfy 0 < min <= max, got {c.scale_min} and {c.scale_max}")
+        raise InputError(f"scale_min/scale_max must satisfy 0 < min <= max, got {c.scale_min} and {c.scale_max}",
+                         param=("scale_min", "scale_max"))
     if not (c.lr is not None and c.lr > 0 and math.isfinite(c.lr)):
-        problems.append(f"--lr must be a positive number, got {c.lr}")
+        raise InputError(f"lr must be a positive number, got {c.lr}", param="lr")
     if c.max_iter is None or c.max_iter < 1:
-        problems.append(f"--max-iter must be at least 1, got {c.max_iter}")
+        raise InputError(f"max_iter must be at least 1, got {c.max_iter}", param="max_iter")
     if c.lam < 0 or not math.isfinite(c.lam):
-        problems.append(f"--lambda must be >= 0, got {c.lam}")
-    if c.attention_loss not in ATTENTION_LOSSES:
-        problems.append(f"--attention-loss must be one of {', '.join(ATTENTION_LOSSES)}, got {c.attention_loss!r}")
+        raise InputError(f"lam must be >= 0, got {c.lam}", param="lam")
     if c.checkpoint_every < 1 or c.log_every < 1 or c.val_every < 0:
-        problems.append("--checkpoint-every and --log-every must be >= 1 and --val-every >= 0")
-    if problems:
-        raise InputError(problems[0])
+        raise InputError("checkpoint_every and log_every must be >= 1 and val_every >= 0",
+                         param=("checkpoint_every", "log_every", "val_every"))
 
 
 def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
@@ -148,19 +194,8 @@ def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
     return base * (1.0 - iteration / max_iter) ** power
 
 
-@dataclasses.dataclass
-class Progress:
-    """What the progress callback gets after each iteration (rank 0)."""
-
-    iteration: int
-    max_iter: int
-    lr: float
-    #: The loss terms of the last ``log_every`` window (empty before the first).
-    logged: dict[str, Any]
-
-
 @dataclasses.dataclass(frozen=True)
-class RetrainResult:
+class RetrainResult(Result):
     output: str
     model: str
     checkpoint: str
@@ -174,65 +209,20 @@ class RetrainResult:
     seconds: float
 
 
-def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
-                    amp: bool, info: ddp.DistInfo) -> np.ndarray:
-    """Single-scale confusion matrix over this rank's share of the validation images, summed over ranks."""
-    from salcurate.segmentation_metrics import confusion_matrix
-
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    model.eval()
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        for x, y in loader:
-            probs = model(x.to(device)).probabilities()  # upsampled as probabilities, as `salcurate evaluate` does
-            pred = F.interpolate(probs, size=y.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
-            cm += confusion_matrix(pred.cpu().numpy(), y.numpy(), num_classes=num_classes)  # the one implementation
-    model.train()
-    return ddp.all_reduce_sum(torch.from_numpy(cm).to(device), info).cpu().numpy()
-
-
-def _validation_metrics(cm: np.ndarray) -> dict[str, Any]:
-    from salcurate.segmentation_metrics import iou_from_confusion, mean_iou, pixel_accuracy
-
-    iou = iou_from_confusion(cm)
-    return {"val_miou": mean_iou(cm), "val_pixel_accuracy": pixel_accuracy(cm),
-            "val_iou": [None if not np.isfinite(v) else float(v) for v in iou]}
-
-
-def _tensorboard(out: Path, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: the JSONL log is the record
-        log.debug("tensorboard not installed; metrics go to log.jsonl only")
-        return None
-    return SummaryWriter(str(out / "tb"))
-
-
-def retrain(config: RetrainConfig, *, on_start: Callable[[dict[str, Any]], None] | None = None,
-            progress: Callable[[Progress], None] | None = None,
-            on_validation: Callable[[int, dict[str, Any]], None] | None = None) -> RetrainResult:
+def run(config: RetrainConfig, *, events: Events | None = None) -> RetrainResult:
     """Train SAL-Net on the store's (selected) proxy annotations; see the module docstring.
 
-    ``on_start(summary)`` once (iterations to go, counts), ``progress(Progress)`` after every
-    iteration and ``on_validation(iteration, metrics)``; all on rank 0 only.
+    ``events`` (rank 0 only): a note on what the run trains on, ``start(max_iter, start)``,
+    ``advance(1, lr=..., loss=..., loss_sel=..., loss_atten=...)`` per iteration (the loss terms
+    of the last logged window) and ``metrics`` for each line of ``log.jsonl`` (loss windows and
+    validations, the latter with ``val_miou``).
     """
     started = time.time()
     config = config.resolved()
     _check(config)
-    device = resolve_device(config.device)
-    info, device = ddp.setup(device)
-    try:
-        trainer = _Trainer(config, device, info, started, progress, on_validation)
-        if info.main:
-            trainer.start_files()
-            if on_start:
-                on_start({"start": trainer.start_iter, "max_iter": config.max_iter, "counts": trainer.data.plan.counts,
-                          "validation_images": int(len(trainer.data.val_idx)), "device": str(device),
-                          "world_size": info.world})
-        return trainer.run()
-    finally:
-        ddp.teardown(info)
+    with ddp.session(resolve_device(config.device)) as (info, device):
+        precision = Precision(device, amp=config.amp, channels_last=config.channels_last)
+        return _Trainer(config, precision, info, events or NO_EVENTS).train(started)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,222 +236,225 @@ class _StoreView:
 
 
 def _read_store(config: RetrainConfig) -> _StoreView:
+    selection = config.selection_name
     with store_mod.MaskStore(config.store) as st:
-        if config.selection is not None and config.selection not in st.selection_names():
+        if selection is not None and selection not in st.selection_names():
             have = ", ".join(st.selection_names()) or "none"
-            raise InputError(f"{st.path}: no selection {config.selection!r} (the store has: {have}); make one with "
-                             "`salcurate select`, or pass --selection none to train on every proxy")
-        plan = plan_training(st, split=config.split, selection=config.selection, sample=config.sample,
+            raise InputError(f"{st.path}: no selection {selection!r} (the store has: {have}); make one with "
+                             "`salcurate select`, or choose selection none to train on every proxy")
+        plan = plan_training(st, split=config.split, selection=selection, sample=config.sample,
                              use_strong=config.use_strong)
         val_idx = (validation_indices(st, config.val_split, config.val_limit) if config.val_split in st.split_names()
                    else np.empty(0, np.int64))
         max_side = int(max(st.heights[plan.indices].max(), st.widths[plan.indices].max()))
         view = _StoreView(plan, list(st.class_names), val_idx, ids_fingerprint(st.ids))
     if config.batch_size > plan.counts["kept"]:
-        raise InputError(f"--batch-size {config.batch_size} is larger than the {plan.counts['kept']} images the selection "
-                         "keeps; lower --batch-size or keep more images (a lower tau)")
-    if config.attention != "off" and config.lam > 0 and not plan.has_tags.any():
-        raise InputError("the training images have no image tags, which the attention loss learns from; import tags "
-                         "(--tags or --tags-from-gt) or pass --attention off")
+        raise InputError(f"batch_size {config.batch_size} is larger than the {plan.counts['kept']} images the "
+                         "selection keeps; lower batch_size or keep more images (a lower tau)", param="batch_size")
+    if config.attention != Attention.off and config.lam > 0 and not plan.has_tags.any():
+        raise InputError("the training images have no image tags, which L_atten learns from; import tags with tags "
+                         "or tags_from_gt (`salcurate import`), or pass attention off", param="attention")
     if config.crop > max_side * config.scale_max:
-        log.warning("--crop %d is larger than every scaled training image (largest side %d x %.2f): crops are padded "
+        log.warning("crop %d is larger than every scaled training image (largest side %d x %.2f): crops are padded "
                     "with the mean and label 255, as DeepLab does", config.crop, max_side, config.scale_max)
     return view
 
 
-def _read_checkpoint(config: RetrainConfig, recipe: dict[str, Any], info: ddp.DistInfo) -> dict[str, Any] | None:
-    """The checkpoint to resume from (None for a new run); refuses one made with other settings."""
-    out = Path(config.output)
-    ckpt_path = out / "checkpoint.pt"
-    if not config.resume:
-        if info.main and ckpt_path.exists():
-            raise InputError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, "
-                             "or choose another -o folder")
-        return None
-    if not ckpt_path.exists():
-        raise InputError(f"{ckpt_path}: no checkpoint to resume from; drop --resume to start training")
-    payload = read_model_file(ckpt_path)
-    saved = payload.get("recipe") or {}
-    if saved != recipe:
-        diff = sorted(k for k in set(recipe) | set(saved) if recipe.get(k) != saved.get(k))
-        raise InputError(f"{ckpt_path}: the run was made with other settings ({', '.join(diff)} differ); resume "
-                         "with the same options, or choose another -o folder to start anew")
-    return payload
+def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int, precision: Precision,
+                    info: ddp.DistInfo) -> np.ndarray:
+    """Single-scale confusion matrix over this rank's share of the validation images, summed over ranks."""
+    from salcurate.segmentation_metrics import confusion_matrix
+
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    model.eval()
+    with torch.no_grad(), precision.autocast():
+        for x, y in loader:
+            probs = model(x.to(precision.device)).probabilities()  # upsampled as probabilities, as `evaluate` does
+            pred = F.interpolate(probs, size=y.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
+            cm += confusion_matrix(pred.cpu().numpy(), y.numpy(), num_classes=num_classes)  # the one implementation
+    model.train()
+    return ddp.all_reduce_sum(torch.from_numpy(cm).to(precision.device), info).cpu().numpy()
+
+
+def _validation_metrics(cm: np.ndarray) -> dict[str, Any]:
+    from salcurate.segmentation_metrics import iou_from_confusion, mean_iou, pixel_accuracy
+
+    iou = iou_from_confusion(cm)
+    return {"val_miou": mean_iou(cm), "val_pixel_accuracy": pixel_accuracy(cm),
+            "val_iou": [None if not np.isfinite(v) else float(v) for v in iou]}
 
 
 class _Trainer:
-    """One run's state: model, optimizer, loaders, logs; :meth:`run` is the training loop."""
+    """One run's state: model, optimizer, loaders, log; :meth:`train` is the training loop."""
 
-    def __init__(self, config: RetrainConfig, device: torch.device, info: ddp.DistInfo, started: float,
-                 progress: Callable[[Progress], None] | None,
-                 on_validation: Callable[[int, dict[str, Any]], None] | None) -> None:
-        assert config.max_iter is not None and config.lr is not None
-        self.config, self.device, self.info, self.started = config, device, info, started
-        self.progress, self.on_validation = progress, on_validation
+    def __init__(self, config: RetrainConfig, precision: Precision, info: ddp.DistInfo, events: Events) -> None:
+        assert config.max_iter is not None and config.lr is not None and config.output is not None
+        self.config, self.precision, self.info, self.events = config, precision, info, events
+        # -- what the run reads and resumes from --------------------------------------------
         out = Path(config.output)
-        self.out, self.ckpt_path, self.model_path, self.log_path = (out, out / "checkpoint.pt", out / "model.pt",
-                                                                    out / "log.jsonl")
+        self.out, self.model_path = out, out / "model.pt"
         self.data = _read_store(config)
-        self.recipe = json.loads(json.dumps({**config.recipe(info.world), "store_ids": self.data.ids_digest}))
-        payload = _read_checkpoint(config, self.recipe, info)
+        recipe = recipe_of(config, world_size=info.world, store_ids=self.data.ids_digest)
+        self.checkpoint = Checkpoint(out / "checkpoint.pt", recipe, write=self._write_checkpoint, read=read_model_file,
+                                     main=info.main)
+        payload = self.checkpoint.resume(config.resume, refuse_existing=True)
         self.start_iter = int(payload["iteration"]) if payload is not None else 0
+        self.iteration = self.start_iter
         self.last_metrics: dict[str, Any] = dict(payload.get("metrics") or {}) if payload is not None else {}
 
+        # -- model and optimizer ------------------------------------------------------------
         frozen = config.freeze_bn if config.freeze_bn is not None else config.backbone_weights != "none"
-        self.model_cfg = SALNetConfig(backbone=config.backbone, num_classes=len(self.data.class_names) - 1,
-                                      attention=config.attention, freeze_bn=frozen)
+        self.model_cfg = SALNetConfig(backbone=str(config.backbone), num_classes=len(self.data.class_names) - 1,
+                                      attention=str(config.attention), freeze_bn=frozen)
         torch.manual_seed(config.seed)
         self.model = SALNet(self.model_cfg, backbone_weights="none" if payload is not None else config.backbone_weights)
         if payload is not None:
             self.model.load_state_dict(payload["state_dict"])
-        self.amp = config.amp if config.amp is not None else device.type == "cuda"
-        self.channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
-        self.model.to(device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        self.fwd: Any = prepare_model(self.model, precision, info, compile=config.compile)
         backbone_params, head_params = self.model.parameter_groups()
         self.opt = torch.optim.SGD(
             [{"params": backbone_params, "lr": config.lr, "mult": 1.0},
              {"params": head_params, "lr": config.lr * config.head_lr_mult, "mult": config.head_lr_mult}],
             lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         if payload is not None:
-            self.opt.load_state_dict(payload["optimizer"])
-        net: torch.nn.Module = self.model
-        if info.enabled:
-            net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
-        self.fwd: Any = torch.compile(net) if config.compile else net
+            restore_optimizer(self.opt, payload["optimizer"])
 
+        # -- data ---------------------------------------------------------------------------
         aug = Augment(crop=config.crop, scale_min=config.scale_min, scale_max=config.scale_max, flip=config.flip)
         sampler = StreamSampler(len(self.data.plan), seed=config.seed, rank=info.rank, world=info.world,
                                 start=self.start_iter * config.batch_size)
+        cuda = precision.device.type == "cuda"
         self.loader = DataLoader(RetrainSet(config.store, self.data.plan, aug, seed=config.seed, rank=info.rank),
                                  sampler=sampler, batch_size=config.batch_size, num_workers=config.workers,
-                                 pin_memory=device.type == "cuda", drop_last=True)
+                                 pin_memory=cuda, drop_last=True)
         self.val_loader = DataLoader(EvalSet(config.store, self.data.val_idx[info.rank::info.world]), batch_size=1,
                                      num_workers=min(config.workers, 1))
-        self.resolved = json.loads(json.dumps(dataclasses.asdict(config)))
-        self.resolved.update(world_size=info.world, device_used=str(device.type), amp_used=self.amp,
-                             channels_last_used=self.channels_last, bn_frozen=self.model.bn_frozen)
-        self.tb: Any = None
 
-    # -- files (rank 0) -------------------------------------------------------------------
-    def start_files(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(
-            {"retrain": self.resolved, "model": self.model_cfg.to_dict(), "counts": self.data.plan.counts,
-             "class_names": self.data.class_names}, indent=2) + "\n")
-        self.tb = _tensorboard(self.out, self.config.tensorboard)
+        # -- files (rank 0) -----------------------------------------------------------------
+        self.resolved = {**to_dict(config), "world_size": info.world, **precision.to_dict(),
+                         "bn_frozen": self.model.bn_frozen}
+        if info.main:
+            out.mkdir(parents=True, exist_ok=True)
+        facts = {"retrain": self.resolved, "model": self.model_cfg.to_dict(), "counts": self.data.plan.counts,
+                 "class_names": self.data.class_names}
+        write_config(out / "config.toml", config, command=COMMAND, json_path=out / "config.json", facts=facts,
+                     main=info.main)
+        self.log = RunLog(out / "log.jsonl", step="iteration", tensorboard=out / "tb" if config.tensorboard else None,
+                          events=events, main=info.main)
 
-    def write_log(self, entry: dict[str, Any]) -> None:
-        with self.log_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
-        if self.tb is not None:
-            for k, v in entry.items():
-                if k != "iteration" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, entry["iteration"])
+    # -- checkpoints ------------------------------------------------------------------------
+    def _write_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        save_model(path, self.model, class_names=self.data.class_names, extra=state)
 
-    def save(self, iteration: int, *, final: bool = False, interrupted: bool = False) -> None:
+    def save(self, *, final: bool = False, interrupted: bool = False) -> None:
         if not self.info.main:
             return
-        names = self.data.class_names
-        save_model(self.ckpt_path, self.model, class_names=names, extra={
-            "iteration": iteration, "recipe": self.recipe, "retrain": self.resolved, "optimizer": self.opt.state_dict(),
-            "interrupted": interrupted, "metrics": self.last_metrics})
+        self.checkpoint.save({"iteration": self.iteration, "retrain": self.resolved,
+                              "optimizer": optimizer_state(self.opt), "interrupted": interrupted,
+                              "metrics": self.last_metrics})
         if final:
-            save_model(self.model_path, self.model, class_names=names,
-                       extra={"iteration": iteration, "retrain": self.resolved, "metrics": self.last_metrics})
+            save_model(self.model_path, self.model, class_names=self.data.class_names,
+                       extra={"iteration": self.iteration, "retrain": self.resolved, "metrics": self.last_metrics})
+
+    def _save_interrupted(self) -> str:
+        self.save(interrupted=True)
+        return f"at iteration {self.iteration}"
 
     # -- work -------------------------------------------------------------------------------
-    def validate(self, iteration: int) -> dict[str, Any] | None:
+    def validate(self) -> dict[str, Any] | None:
         if len(self.data.val_idx) == 0:
             return None
         # the bare model: a DDP forward would wait for ranks that hold fewer validation images
-        cm = _eval_confusion(self.model, self.val_loader, len(self.data.class_names), self.device, self.amp, self.info)
+        cm = _eval_confusion(self.model, self.val_loader, len(self.data.class_names), self.precision, self.info)
         metrics = _validation_metrics(cm)
-        if self.info.main:
-            self.write_log({"iteration": iteration, "val_miou": metrics["val_miou"],
-                            "val_pixel_accuracy": metrics["val_pixel_accuracy"], "val_images": len(self.data.val_idx)})
-            if self.on_validation:
-                self.on_validation(iteration, metrics)
+        self.log.write({"iteration": self.iteration, "val_miou": metrics["val_miou"],
+                        "val_pixel_accuracy": metrics["val_pixel_accuracy"], "val_images": len(self.data.val_idx)})
         return metrics
 
-    def step(self, batch: tuple[torch.Tensor, ...], iteration: int) -> tuple[torch.Tensor, float]:
+    def step(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, float]:
         """One SGD iteration; returns the detached loss terms (L, L_sel, L_atten) and the learning rate."""
-        c, dev = self.config, self.device
-        x, y, w, tags, has_tags = (t.to(dev, non_blocking=True) for t in batch)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        c, dev = self.config, self.precision.device
+        x, y, w, tags, has_tags = batch
+        x = self.precision.inputs(x)
+        y, w, tags, has_tags = (t.to(dev, non_blocking=True) for t in (y, w, tags, has_tags))
         assert c.lr is not None and c.max_iter is not None
-        lr = poly_lr(c.lr, iteration, c.max_iter, c.power)
+        lr = poly_lr(c.lr, self.iteration, c.max_iter, c.power)
         for g in self.opt.param_groups:
             g["lr"] = lr * g["mult"]
-        torch.manual_seed(c.seed * 1_000_003 + iteration * self.info.world + self.info.rank)  # dropout, exact on resume
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
+        # dropout, exact on resume
+        torch.manual_seed(c.seed * 1_000_003 + self.iteration * self.info.world + self.info.rank)
+        with self.precision.autocast():
             o = self.fwd(x)
         attended = F.interpolate(o.attended.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
-        loss, l_sel, l_att = sal_loss(attended, o.classification, y, w, tags, lam=c.lam, form=c.attention_loss,
+        loss, l_sel, l_att = sal_loss(attended, o.classification, y, w, tags, lam=c.lam, form=str(c.attention_loss),
                                       tag_mask=has_tags)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return torch.stack([loss.detach(), l_sel.detach(), l_att.detach()]).double(), lr
 
-    def log_window(self, sums: torch.Tensor, n: int, seconds: float, iteration: int, lr: float) -> None:
+    def log_window(self, sums: torch.Tensor, n: int, seconds: float, lr: float) -> None:
         """Mean loss terms of the last ``n`` iterations over all ranks, into the log."""
         means = ddp.all_reduce_sum(sums.clone(), self.info) / (n * self.info.world)
         loss_v, sel_v, att_v = (float(v) for v in means.cpu())
         if not math.isfinite(loss_v):
-            raise SalcurateError(f"the loss became {loss_v} at iteration {iteration}; lower --lr "
-                                 f"(now {self.config.lr}) or check the data")
-        self.last_metrics = {"iteration": iteration, "loss": loss_v, "loss_sel": sel_v, "loss_atten": att_v, "lr": lr,
-                             "iterations_per_s": n / max(seconds, 1e-9)}
-        if self.info.main:
-            self.write_log(self.last_metrics)
+            raise SalcurateError(f"the loss became {loss_v} at iteration {self.iteration}; lower lr "
+                                 f"(now {self.config.lr}) or check the data", param="lr")
+        self.last_metrics = {"iteration": self.iteration, "loss": loss_v, "loss_sel": sel_v, "loss_atten": att_v,
+                             "lr": lr, "iterations_per_s": n / max(seconds, 1e-9)}
+        self.log.write(self.last_metrics)
 
-    def run(self) -> RetrainResult:
+    def _status(self, lr: float) -> dict[str, float]:
+        m = self.last_metrics
+        losses = {k: m[k] for k in ("loss", "loss_sel", "loss_atten") if m.get(k) is not None}
+        return {"lr": lr, **losses}
+
+    def _announce(self) -> None:
+        c, counts = self.config, self.data.plan.counts
+        resuming = f"; resuming at iteration {self.start_iter}" if self.start_iter else ""
+        self.events.note(
+            f"training on {counts['drawable']} images of {counts['split']} in split {c.split!r} "
+            f"({counts['kept']} kept, {counts['strong']} strong), validating on {len(self.data.val_idx)}; "
+            f"{self.precision.device}, {self.info.world} process(es){resuming}")
+        self.events.start(int(c.max_iter or 0), self.start_iter, label="retraining")
+
+    def train(self, started: float) -> RetrainResult:
         c = self.config
         assert c.max_iter is not None
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        if self.info.main:
+            self._announce()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.precision.device)
         window_n, window_t = 0, time.time()
-        iteration = self.start_iter
         self.fwd.train()
-        try:
+        with checkpoint_on_interrupt(self._save_interrupted, self.checkpoint.path):
             batches = iter(self.loader)
-            while iteration < c.max_iter:
-                terms, lr = self.step(next(batches), iteration)
-                iteration += 1
+            while self.iteration < c.max_iter:
+                terms, lr = self.step(next(batches))
+                self.iteration += 1
                 sums += terms
                 window_n += 1
-                if iteration % c.log_every == 0 or iteration == c.max_iter:
+                if self.iteration % c.log_every == 0 or self.iteration == c.max_iter:
                     now = time.time()
-                    self.log_window(sums, window_n, now - window_t, iteration, lr)
+                    self.log_window(sums, window_n, now - window_t, lr)
                     sums.zero_()
                     window_n, window_t = 0, now
-                if self.progress and self.info.main:
-                    self.progress(Progress(iteration, c.max_iter, lr, self.last_metrics))
-                if c.val_every and iteration % c.val_every == 0 and iteration < c.max_iter:
-                    self.validate(iteration)
-                if iteration % c.checkpoint_every == 0 and iteration < c.max_iter:
-                    self.save(iteration)
-        except KeyboardInterrupt:
-            self.save(iteration, interrupted=True)
-            raise SalcurateError(f"interrupted at iteration {iteration}; checkpoint saved to {self.ckpt_path}: "
-                                 "continue with --resume") from None
-        validation = self.validate(iteration)
+                if self.info.main:
+                    self.events.advance(1, **self._status(lr))
+                if c.val_every and self.iteration % c.val_every == 0 and self.iteration < c.max_iter:
+                    self.validate()
+                if self.iteration % c.checkpoint_every == 0 and self.iteration < c.max_iter:
+                    self.save()
+        validation = self.validate()
         if validation is not None:
             self.last_metrics = {**self.last_metrics, "val_miou": validation["val_miou"],
                                  "val_pixel_accuracy": validation["val_pixel_accuracy"]}
-        self.save(iteration, final=True)
-        if self.tb is not None:
-            self.tb.close()
+        self.save(final=True)
+        self.log.close()
         if self.info.main:
-            with store_mod.transaction(c.store, command=COMMAND, config=self.resolved, started=self.started):
+            with store_mod.transaction(c.store, command=COMMAND, config=self.resolved, started=started):
                 pass
         ddp.barrier(self.info)
-        return RetrainResult(output=str(self.out), model=str(self.model_path), checkpoint=str(self.ckpt_path),
-                             log=str(self.log_path), iterations=iteration, resumed_from=self.start_iter,
+        return RetrainResult(output=str(self.out), model=str(self.model_path), checkpoint=str(self.checkpoint.path),
+                             log=str(self.log.path), iterations=self.iteration, resumed_from=self.start_iter,
                              final=self.last_metrics, validation=validation, counts=self.data.plan.counts,
-                             config=self.resolved, seconds=time.time() - self.started)
+                             config=self.resolved, seconds=time.time() - started)

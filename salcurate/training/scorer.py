@@ -3,16 +3,22 @@
 A small network (Table I, ``salcurate.nn.scorer``) learns to predict a mask's AC from the image
 and the mask, trained with an L2 loss (Eq. 6) on the synthesized set of
 ``salcurate.scoring.synthesis``; ``score-fine`` (``salcurate.scoring.fine``) then scores with it.
+The mechanics (precision, checkpoint, log, Ctrl-C) are the shared training harness's
+(``salcurate.training.harness``).
+
+Files beside ``config.output`` (``models/scorer.pt`` by default): the checkpoint itself (what
+``score-fine`` loads; ``resume`` continues from it, epoch by epoch), ``scorer.jsonl`` (a line per
+epoch: train and validation L2, validation Spearman) and ``scorer.toml`` (the resolved settings,
+what ``salcurate train-scorer --config`` reads back).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import logging
-import os
+import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,53 +26,77 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from salcurate.config import Choice, choice, setting, store_setting, to_dict
 from salcurate.data import store as store_mod
 from salcurate.data.workarea import ids_fingerprint
-from salcurate.errors import InputError, SalcurateError
-from salcurate.nn.device import resolve_device
+from salcurate.errors import InputError
+from salcurate.events import NO_EVENTS, Events, Result
+from salcurate.nn.device import Device, resolve_device
 from salcurate.nn.scorer import MaskScorer, ScorerConfig, load_checkpoint, save_checkpoint
+from salcurate.paper import SCORER_BATCH, SCORER_EPOCHS, SCORER_INPUT, SCORER_LR
 from salcurate.scoring import synthesis
 from salcurate.scoring.fine import coarse_columns
 from salcurate.scoring.synthesis import ScorerTrainingSet, SynthesisConfig
 from salcurate.stats import spearman
+from salcurate.training.harness import (
+    Checkpoint,
+    Precision,
+    RunLog,
+    checkpoint_on_interrupt,
+    optimizer_state,
+    prepare_model,
+    recipe_of,
+    restore_optimizer,
+    write_config,
+)
 
 log = logging.getLogger(__name__)
 
 TRAIN_COMMAND = "train-scorer"
 
 
+class Optimizer(Choice):
+    """The scorer's optimizer: Adam (the paper's) or SGD with momentum 0.9."""
+
+    adam = "adam"
+    sgd = "sgd"
+
+
 # ------------------------------------------------------------------------------------------
-# Training
+# Settings and result
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class TrainScorerConfig:
-    """Settings of ``train-scorer``; the paper's by default (Adam, lr 1e-5, batch 8, 50 epochs)."""
+    """Settings of ``train-scorer``; the paper's by default (Adam, lr 1e-5, batch 8, 50 epochs).
 
-    output: str = "models/scorer.pt"
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-5
-    optimizer: str = "adam"
-    input_size: int = 256
-    width: int = 128
-    channels: int = 192
-    hidden: int = 128
-    device: str = "auto"
-    seed: int = 0
-    workers: int = 2  # data-loader processes
-    coarse: str = ""  # suffix of the coarse columns to learn from ("" = ac, reference)
-    resume: bool = False
-    synthesis: SynthesisConfig = SynthesisConfig()
+    One seed (``synthesis.seed``, the ``seed`` property) seeds the training set, its split, the
+    initial weights and the batch order.
+    """
+
+    store: str = store_setting()
+    output: str = setting("models/scorer.pt", "Checkpoint to write (a JSONL log goes beside it).", short="-o",
+                          run_only=True)
+    epochs: int = setting(SCORER_EPOCHS, f"Epochs (paper: {SCORER_EPOCHS}).", run_only=True)
+    batch_size: int = setting(SCORER_BATCH, f"Batch size (paper: {SCORER_BATCH}).")
+    lr: float = setting(SCORER_LR, f"Learning rate (paper: {SCORER_LR:.0e}).".replace("e-0", "e-"))
+    optimizer: Optimizer = setting(Optimizer.adam, "adam or sgd.")
+    input_size: int = setting(SCORER_INPUT, f"Network input side in pixels (paper: {SCORER_INPUT}).")
+    width: int = setting(ScorerConfig.width, f"Channels of the first conv (Table I: {ScorerConfig.width}).")
+    channels: int = setting(ScorerConfig.channels, f"Channels of the later layers (Table I: {ScorerConfig.channels}).")
+    hidden: int = setting(ScorerConfig.hidden, f"Units of the first fc layer (Table I: {ScorerConfig.hidden}).")
+    synthesis: SynthesisConfig = dataclasses.field(default_factory=SynthesisConfig)
+    device: Device = setting(Device.auto, "auto (CUDA when present), cpu or cuda.", run_only=True)
+    workers: int = setting(2, "Data-loader processes.", min=0, run_only=True)
+    coarse: str = setting("", "Suffix of the coarse columns to learn from: acSUFFIX and referenceSUFFIX (empty: ac "
+                              "and reference).")
+    resume: bool = setting(False, "Continue from the checkpoint at the output path.", run_only=True)
+
+    @property
+    def seed(self) -> int:
+        return self.synthesis.seed
 
     def scorer_config(self) -> ScorerConfig:
         return ScorerConfig(input_size=self.input_size, width=self.width, channels=self.channels, hidden=self.hidden)
-
-    def recipe(self) -> dict[str, Any]:
-        """What the trained weights depend on (a resumed run must match it; epochs may grow)."""
-        d = dataclasses.asdict(self)
-        for k in ("output", "epochs", "device", "workers", "resume"):
-            d.pop(k)
-        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,26 +108,92 @@ class EpochMetrics:
     seconds: float
 
 
-def _check_train_config(c: TrainScorerConfig) -> None:
+@dataclasses.dataclass(frozen=True)
+class TrainScorerResult(Result):
+    output: str
+    log: str
+    config_file: str
+    epochs: int
+    resumed_from: int
+    final: dict[str, Any]
+    items: dict[str, int]
+    config: dict[str, Any]
+    seconds: float
+
+
+def _check(c: TrainScorerConfig) -> TrainScorerConfig:
     if c.epochs < 1 or c.batch_size < 1:
-        raise InputError(f"--epochs and --batch-size must be at least 1, got {c.epochs} and {c.batch_size}")
-    if not (c.lr > 0 and np.isfinite(c.lr)):
-        raise InputError(f"--lr must be a positive number, got {c.lr}")
-    if c.optimizer not in ("adam", "sgd"):
-        raise InputError(f"--optimizer must be adam or sgd, got {c.optimizer!r}")
+        raise InputError(f"epochs and batch_size must be at least 1, got {c.epochs} and {c.batch_size}",
+                         param=("epochs", "batch_size"))
+    if not (c.lr > 0 and math.isfinite(c.lr)):
+        raise InputError(f"lr must be a positive number, got {c.lr}", param="lr")
     if c.input_size < 16:
-        raise InputError(f"--input-size must be at least 16, got {c.input_size}")
+        raise InputError(f"input_size must be at least 16, got {c.input_size}", param="input_size")
+    out = Path(c.output)
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: the folder {out.parent} does not exist; create it or choose another output path",
+                         param="output")
+    return dataclasses.replace(c, optimizer=choice(Optimizer, c.optimizer, "optimizer"),
+                               device=choice(Device, c.device, "device"))
 
 
-def _evaluate(model: MaskScorer, loader: DataLoader, device: torch.device, amp: bool) -> tuple[float, float | None]:
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """The synthesized training and validation sets and what they came from."""
+
+    train: ScorerTrainingSet
+    val: ScorerTrainingSet
+    coarse_config: dict[str, Any]
+    store_ids: str
+
+    @property
+    def items(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val)}
+
+
+def _read_store(config: TrainScorerConfig) -> _Data:
+    with store_mod.MaskStore(config.store) as st:
+        ac_name, _, ref_name, coarse_cfg = coarse_columns(st, config.coarse)
+        ac = st.score(ac_name)
+        table = synthesis.plan_training_set(ac, config.synthesis)
+        train_rows, val_rows = synthesis.split_train_val(table, len(st), config.synthesis.val_fraction, config.seed)
+        store_ids = ids_fingerprint(st.ids)
+    if len(train_rows) < config.batch_size:
+        raise InputError(f"the training set has {len(train_rows)} items, fewer than batch_size {config.batch_size}; "
+                         "lower batch_size or raise scale", param=("batch_size", "scale"))
+    common = dict(size=config.input_size, ac=ac, reference=ref_name, b=float(coarse_cfg.get("b", 0.1)),
+                  formula=str(coarse_cfg.get("ac_formula", "standard")))
+    return _Data(ScorerTrainingSet(str(config.store), train_rows, **common),
+                 ScorerTrainingSet(str(config.store), val_rows, **common), coarse_cfg, store_ids)
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoint (the format score-fine reads: salcurate.nn.scorer)
+# ------------------------------------------------------------------------------------------
+def _write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    state = dict(state)
+    model, metrics = state.pop("model"), state.pop("metrics")
+    save_checkpoint(path, model, model.config, metrics=metrics, extra=state)
+
+
+def _read_checkpoint(path: Path, *, expect: ScorerConfig) -> dict[str, Any]:
+    model, _, info = load_checkpoint(path, expect=expect)
+    return {**(info.get("extra") or {}), "model": model}
+
+
+# ------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------
+def _evaluate(model: MaskScorer, loader: DataLoader, precision: Precision) -> tuple[float, float | None]:
+    """Validation L2 and Spearman correlation of prediction and target."""
     model.eval()
     preds, targets = [], []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.no_grad(), precision.autocast():
         for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            preds.append(model(x).float().cpu())
+            preds.append(model(precision.inputs(x)).float().cpu())
             targets.append(y.float())
     if not preds:
         return float("nan"), None
@@ -106,136 +202,110 @@ def _evaluate(model: MaskScorer, loader: DataLoader, device: torch.device, amp: 
     return float(((p - t) ** 2).mean()), (None if not np.isfinite(rho) else rho)
 
 
-def train_scorer(path: str | os.PathLike[str], config: TrainScorerConfig, *,
-                 on_epoch: Callable[[EpochMetrics], None] | None = None,
-                 on_start: Callable[[int, int, int], None] | None = None,
-                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def _train_epoch(model: MaskScorer, loader: DataLoader, opt: torch.optim.Optimizer, precision: Precision,
+                 events: Events) -> float:
+    """One pass over the training set with the L2 loss (Eq. 6); returns the mean loss."""
+    model.train()
+    total, count = 0.0, 0
+    for x, y in loader:
+        x, y = precision.inputs(x), y.to(precision.device, non_blocking=True)
+        with precision.autocast():
+            pred = model(x)
+        loss = torch.mean((pred.float() - y) ** 2)  # Eq. 6
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        total += value * len(y)
+        count += len(y)
+        events.advance(1, loss=value)
+    return total / max(count, 1)
+
+
+def run(config: TrainScorerConfig, *, events: Events | None = None) -> TrainScorerResult:
     """Train the fine scorer on the store's coarse scores; write checkpoints to ``config.output``.
 
-    ``on_start(epochs, start_epoch, batches_per_epoch)``, ``progress(1)`` per batch and
-    ``on_epoch(metrics)`` per epoch.  Each epoch ends with a checkpoint (resumable with
-    ``resume``) and a line in the JSONL log beside it; Ctrl-C saves a checkpoint too.
+    ``events``: ``start(epochs x batches, done)``, ``advance(1, loss=...)`` per batch, a note
+    when resuming and ``metrics`` per epoch (an :class:`EpochMetrics` as a dict).  Each epoch
+    ends with a checkpoint (resumable with ``resume``) and a line in the JSONL log beside it;
+    Ctrl-C saves a checkpoint too.
     """
     started = time.time()
-    _check_train_config(config)
-    device = resolve_device(config.device)
-    out = Path(config.output)
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: the folder {out.parent} does not exist; create it or choose another -o path")
-    with store_mod.MaskStore(path) as st:
-        ac_name, _, ref_name, coarse_cfg = coarse_columns(st, config.coarse)
-        ac = st.score(ac_name)
-        table = synthesis.plan_training_set(ac, config.synthesis)
-        train_rows, val_rows = synthesis.split_train_val(table, len(st), config.synthesis.val_fraction,
-                                                         config.synthesis.seed)
-        store_ids = ids_fingerprint(st.ids)
-    if len(train_rows) < config.batch_size:
-        raise InputError(f"the training set has {len(train_rows)} items, fewer than --batch-size {config.batch_size}; "
-                         "lower --batch-size or raise --scale")
-    common = dict(size=config.input_size, ac=ac, reference=ref_name, b=float(coarse_cfg.get("b", 0.1)),
-                  formula=str(coarse_cfg.get("ac_formula", "standard")))
-    train_ds = ScorerTrainingSet(str(path), train_rows, **common)
-    val_ds = ScorerTrainingSet(str(path), val_rows, **common)
-
-    recipe = {**config.recipe(), "store_ids": store_ids}
-    torch.manual_seed(config.seed)
-    model = MaskScorer(config.scorer_config())
-    start_epoch = 0
-    history: list[dict[str, Any]] = []
-    opt_state = None
-    if config.resume:
-        if not out.exists():
-            raise InputError(f"{out}: no checkpoint to resume from; drop --resume to start training")
-        model, _, info = load_checkpoint(out, expect=config.scorer_config())
-        extra = info.get("extra") or {}
-        if extra.get("recipe") != json.loads(json.dumps(recipe)):
-            raise InputError(f"{out}: the checkpoint was trained with other settings or data; "
-                             "resume with the same options, or drop --resume to start anew")
-        start_epoch = int(extra["epochs_done"])
-        opt_state = _optimizer_restore(extra.get("optimizer"))
-        history = list(extra.get("history", []))
-    amp = device.type == "cuda"
-    model.to(device)
-    if amp:
-        model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-
-    loader_kw: dict[str, Any] = dict(batch_size=config.batch_size, num_workers=config.workers,
-                                     pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
-    val_loader = DataLoader(val_ds, shuffle=False, **loader_kw)
-    generator = torch.Generator()
-    sampler = RandomSampler(train_ds, generator=generator)
-    train_loader = DataLoader(train_ds, sampler=sampler, drop_last=True, **loader_kw)
-    log_path = out.with_suffix(".jsonl")
-    if on_start:
-        on_start(config.epochs, start_epoch, len(train_loader))
-
-    def save(epochs_done: int, metrics: dict[str, Any], interrupted: bool = False) -> None:
-        save_checkpoint(out, model, config.scorer_config(), metrics=metrics, extra={
-            "recipe": recipe, "epochs_done": epochs_done, "optimizer": _optimizer_plain(opt.state_dict()),
-            "history": history,
-            "interrupted": interrupted, "train_config": json.loads(json.dumps(dataclasses.asdict(config))),
-            "coarse_config": coarse_cfg, "items": {"train": int(len(train_rows)), "val": int(len(val_rows))},
-        })
-
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            t0 = time.time()
-            generator.manual_seed(config.seed * 100003 + epoch)  # the same order on resume
-            model.train()
-            total, count = 0.0, 0
-            for x, y in train_loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if amp:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    pred = model(x)
-                loss = torch.mean((pred.float() - y) ** 2)  # Eq. 6
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(y)
-                count += len(y)
-                if progress:
-                    progress(1)
-            val_l2, val_rho = _evaluate(model, val_loader, device, amp)
-            m = EpochMetrics(epoch + 1, total / max(count, 1), val_l2, val_rho, time.time() - t0)
-            history.append(dataclasses.asdict(m))
-            with log_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(dataclasses.asdict(m)) + "\n")
-            save(epoch + 1, dataclasses.asdict(m))
-            if on_epoch:
-                on_epoch(m)
-    except KeyboardInterrupt:
-        # the weights now hold part of this epoch; a resume restarts the epoch from them
-        save(epoch, history[-1] if history else {}, interrupted=True)
-        raise SalcurateError(f"interrupted during epoch {epoch + 1}; checkpoint saved to {out}: "
-                             "continue with --resume") from None
-    final = history[-1] if history else {}
-    _log_command(path, TRAIN_COMMAND, {**dataclasses.asdict(config), "device": device.type}, started)
-    return {"output": str(out), "log": str(log_path), "epochs": config.epochs, "resumed_from": start_epoch,
-            "final": final, "items": {"train": int(len(train_rows)), "val": int(len(val_rows))}}
+    config = _check(config)
+    return _ScorerTraining(config, Precision(resolve_device(config.device)), events or NO_EVENTS).train(started)
 
 
-def _optimizer_plain(state: dict[str, Any]) -> dict[str, Any]:
-    """An optimizer state dict with string keys (checkpoints hold plain types only)."""
-    return {"state": {str(k): v for k, v in state["state"].items()}, "param_groups": state["param_groups"]}
+class _ScorerTraining:
+    """One run's state: data, model, optimizer, loaders, log; :meth:`train` is the epoch loop."""
 
+    def __init__(self, config: TrainScorerConfig, precision: Precision, events: Events) -> None:
+        self.config, self.precision, self.events = config, precision, events
+        self.out = Path(config.output)
+        self.data = _read_store(config)
 
-def _optimizer_restore(state: dict[str, Any] | None) -> dict[str, Any] | None:
-    if state is None:
-        return None
-    return {"state": {int(k): v for k, v in state["state"].items()}, "param_groups": state["param_groups"]}
+        # -- model, optimizer, and the checkpoint to resume from ---------------------------
+        self.checkpoint = Checkpoint(self.out, recipe_of(config, store_ids=self.data.store_ids),
+                                     write=_write_checkpoint,
+                                     read=functools.partial(_read_checkpoint, expect=config.scorer_config()))
+        torch.manual_seed(config.seed)
+        self.model = MaskScorer(config.scorer_config())
+        state = self.checkpoint.resume(config.resume)
+        if state is not None:
+            self.model = state["model"]
+        self.start_epoch = self.epochs_done = int(state["epochs_done"]) if state is not None else 0
+        self.history: list[dict[str, Any]] = list(state.get("history", [])) if state is not None else []
+        prepare_model(self.model, precision)
+        if config.optimizer == Optimizer.adam:
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=0.9)
+        restore_optimizer(self.opt, state.get("optimizer") if state is not None else None)
 
+        # -- loaders and files --------------------------------------------------------------
+        loader_kw: dict[str, Any] = dict(batch_size=config.batch_size, num_workers=config.workers,
+                                         pin_memory=precision.device.type == "cuda",
+                                         persistent_workers=config.workers > 0)
+        self.val_loader = DataLoader(self.data.val, shuffle=False, **loader_kw)
+        self.generator = torch.Generator()
+        sampler = RandomSampler(self.data.train, generator=self.generator)
+        self.train_loader = DataLoader(self.data.train, sampler=sampler, drop_last=True, **loader_kw)
+        self.config_file = self.out.with_suffix(".toml")
+        write_config(self.config_file, config, command=TRAIN_COMMAND)
+        self.log = RunLog(self.out.with_suffix(".jsonl"), step="epoch", events=events)
+        self.resolved = {**to_dict(config), **precision.to_dict()}
 
-def _log_command(path: str | os.PathLike[str], command: str, config: dict[str, Any], started: float) -> None:
-    """Record a command that used the store in its run log (an empty transaction)."""
-    with store_mod.transaction(path, command=command, config=config, started=started):
-        pass
+    def save(self, *, interrupted: bool = False) -> None:
+        self.checkpoint.save({
+            "model": self.model, "metrics": self.history[-1] if self.history else {}, "epochs_done": self.epochs_done,
+            "optimizer": optimizer_state(self.opt), "history": self.history, "interrupted": interrupted,
+            "train_config": to_dict(self.config), "coarse_config": self.data.coarse_config, "items": self.data.items})
+
+    def _save_interrupted(self) -> str:
+        # the weights now hold part of the next epoch; a resume restarts that epoch from them
+        self.save(interrupted=True)
+        return f"during epoch {self.epochs_done + 1}"
+
+    def train(self, started: float) -> TrainScorerResult:
+        c = self.config
+        batches = len(self.train_loader)
+        self.events.start(c.epochs * batches, self.start_epoch * batches, label="training")
+        if self.start_epoch:
+            self.events.note(f"resuming after epoch {self.start_epoch}")
+        with checkpoint_on_interrupt(self._save_interrupted, self.out):
+            for epoch in range(self.start_epoch, c.epochs):
+                t0 = time.time()
+                self.generator.manual_seed(c.seed * 100003 + epoch)  # the same order on resume
+                train_l2 = _train_epoch(self.model, self.train_loader, self.opt, self.precision, self.events)
+                val_l2, val_rho = _evaluate(self.model, self.val_loader, self.precision)
+                metrics = dataclasses.asdict(EpochMetrics(epoch + 1, train_l2, val_l2, val_rho, time.time() - t0))
+                self.history.append(metrics)
+                self.epochs_done = epoch + 1
+                self.save()
+                self.log.write(metrics)
+        self.log.close()
+        with store_mod.transaction(c.store, command=TRAIN_COMMAND, config=self.resolved, started=started):
+            pass
+        return TrainScorerResult(output=str(self.out), log=str(self.log.path), config_file=str(self.config_file),
+                                 epochs=c.epochs, resumed_from=self.start_epoch,
+                                 final=self.history[-1] if self.history else {}, items=self.data.items,
+                                 config=self.resolved, seconds=time.time() - started)
