@@ -114,6 +114,19 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_spec(spec: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+    """One measured setting (a ``_child`` spec) in its own process, so that its peak memory is its
+    own; the spec with an ``error`` (the last line of the child's stderr) when it failed."""
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode:
+        return {**spec, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -140,11 +153,7 @@ def main() -> None:
                        classes=args.classes, iters=args.iters, warmup=args.warmup) for b in args.backbones]
     results = []
     for spec in specs:
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
-        if proc.returncode:
-            results.append({**spec, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"})
-        else:
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results.append(run_spec(spec))
         r = results[-1]
         print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
                           if k not in ("ms_per_iter_all",)}), flush=True)

@@ -36,9 +36,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_rate(device: torch.device, n: int = 2048) -> float:
-    """Measured dense matrix-multiply rate in TFLOP/s (fp32 on CPU, bf16 on CUDA)."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_rate(device: torch.device, n: int = 2048, dtype: torch.dtype | None = None) -> float:
+    """Measured dense matrix-multiply rate in TFLOP/s (default fp32 on CPU, bf16 on CUDA)."""
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
@@ -53,31 +53,41 @@ def matmul_rate(device: torch.device, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e12
 
 
-def bench_config(cfg: ScorerConfig, device: torch.device, batch: int, repeats: int) -> dict[str, float]:
+def bench_config(cfg: ScorerConfig, device: torch.device, batch: int, repeats: int, *, amp: bool | None = None,
+                 compile: bool = False, train: bool = True) -> dict[str, float]:
+    """Forward images/s and TFLOP/s of scorer ``cfg`` at ``batch`` (with ``train`` also training
+    iterations/s); ``amp`` None: bf16 autocast on CUDA, as train-scorer; ``compile``: torch.compile
+    (``first_forward_s``, the first call, then holds the compilation)."""
     torch.manual_seed(0)
     model = MaskScorer(cfg)
-    precision = Precision(device)  # bf16 autocast and channels-last on CUDA, as train-scorer
+    precision = Precision(device, amp=amp)  # bf16 autocast and channels-last on CUDA, as train-scorer
     amp = precision.amp
-    prepare_model(model, precision)
+    net = prepare_model(model, precision, compile=compile)
     x = precision.inputs(torch.randn(batch, 4, cfg.input_size, cfg.input_size))
     y = torch.rand(batch, device=device)
     macs = scorer_macs(cfg)
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        model(x)
+        t = time.perf_counter()
+        net(x)
         _sync(device)
+        first = time.perf_counter() - t
         fwd = float("inf")
         for _ in range(repeats):  # best of: the least disturbed run
             t = time.perf_counter()
-            model(x)
+            net(x)
             _sync(device)
             fwd = min(fwd, time.perf_counter() - t)
+    forward = {"gmacs_per_image": macs / 1e9, "forward_images_per_s": batch / fwd,
+               "forward_tflops": 2 * macs * batch / fwd / 1e12, "first_forward_s": first}
+    if not train:
+        return forward
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = torch.mean((model(x).float() - y) ** 2)
+            loss = torch.mean((net(x).float() - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -90,9 +100,7 @@ def bench_config(cfg: ScorerConfig, device: torch.device, batch: int, repeats: i
         step()
         _sync(device)
         it = min(it, time.perf_counter() - t)
-    return {"gmacs_per_image": macs / 1e9, "forward_images_per_s": batch / fwd,
-            "forward_tflops": 2 * macs * batch / fwd / 1e12, "train_iters_per_s": 1 / it,
-            "train_tflops": 3 * 2 * macs * batch / it / 1e12}
+    return {**forward, "train_iters_per_s": 1 / it, "train_tflops": 3 * 2 * macs * batch / it / 1e12}
 
 
 def profile_forward(cfg: ScorerConfig, device: torch.device, batch: int) -> list[tuple[str, float]]:

@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     args = ap.parse_args()
     voc = args.workdir / "voc"
-    make_demo_dataset(voc, DemoConfig(num_images=args.images))
+    make_demo_dataset(voc, DemoConfig(num_images=args.images, proxies="faults"))
     base = args.workdir / "base.h5"
     import_dataset(ImportConfig(layout="voc", root=str(voc), output=str(base), splits=("train", "val"),
                                 pseudo_dir=str(voc / "Proxy"), saliency_dir=str(voc / "Saliency"),

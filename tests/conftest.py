@@ -181,12 +181,12 @@ def put_selection(path: Path, name: str, weights: Sequence[float]) -> None:
 
 
 def make_demo_store(root: Path, *, num_images: int, size: int, seed: int) -> Path:
-    """A demo dataset imported into ``root/masks.h5`` (train and val, saliency, tags)."""
+    """A demo dataset with hand-made faulty proxies imported into ``root/masks.h5`` (train and val, saliency, tags)."""
     from salcurate.data.demo_data import DemoConfig, make_demo_dataset
     from salcurate.data.importing import ImportConfig
     from salcurate.data.importing import run as import_dataset
 
-    make_demo_dataset(root / "voc", DemoConfig(num_images=num_images, size=size, seed=seed))
+    make_demo_dataset(root / "voc", DemoConfig(num_images=num_images, size=size, seed=seed, proxies="faults"))
     out = root / "masks.h5"
     import_dataset(ImportConfig(layout="voc", root=str(root / "voc"), output=str(out), splits=("train", "val"),
                                 pseudo_dir=str(root / "voc/Proxy"), saliency_dir=str(root / "voc/Saliency"),

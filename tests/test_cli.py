@@ -69,7 +69,7 @@ def assert_store_matches(path: Path, v: TinyVoc, ids: list[str] | None = None) -
 @pytest.mark.parametrize(
     ("args", "commands"),
     [([], ["import", "info", "export", "demo", "score-coarse", "select", "evaluate-scores", "train-scorer",
-           "score-fine", "report", "retrain", "predict", "evaluate"]), (["import"], ["voc", "folder"])],
+           "score-fine", "report", "retrain", "predict", "evaluate", "pseudo-label"]), (["import"], ["voc", "folder"])],
     ids=["top", "import"],
 )
 def test_help_lists_every_command_with_a_description(args: list[str], commands: list[str]) -> None:
@@ -442,15 +442,89 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     folder = tmp_path / "salcurate-demo"
     assert (folder / "masks.h5").is_file()
     text = flat(result.stdout)
-    for step in ("import voc", "info", "score-coarse", "evaluate-scores", "train-scorer", "score-fine", "select",
-                 "export", "report"):
+    for step in ("import voc", "info", "pseudo-label", "score-coarse", "evaluate-scores", "train-scorer", "score-fine",
+                 "select", "export", "report", "retrain", "evaluate"):
         assert f"$ salcurate {step}" in text, step
     assert "demo finished" in text and "salcurate-demo/report/index.html" in text
     assert (folder / "report" / "index.html").is_file()
     summary = json.loads(invoke(["info", folder / "masks.h5", "--json"]).stdout)
     assert summary["num_samples"] == 48
     assert sum(summary["splits"].values()) == 48
-    assert {"sc", "sf", "p"} <= set(summary["scores"]) and "sf_tau0.55" in summary["selections"]
+    assert list(summary["proxies"]) == ["cam"]  # the proxies come from the tags (pseudo-label)
+    assert {"sc:cam", "sf:cam", "p:cam"} <= set(summary["scores"]) and "sf:cam_tau0.55" in summary["selections"]
+    assert (folder / "runs" / "pseudo-label" / "backbone.pth").is_file() and (folder / "miou.md").is_file()
+
+
+def _parse_step(argv: list[str]) -> dict[str, object]:
+    """Parse one demo step with the real command line, without running it; its option values."""
+    import typer
+
+    from salcurate.cli.core import app
+
+    command = typer.main.get_command(app)
+    args = list(argv)
+    while hasattr(command, "commands"):  # a group: descend to the named command
+        name = args.pop(0)
+        assert name in command.commands, f"no command {name!r} in {argv}"
+        command = command.commands[name]
+    with command.make_context(name, args) as ctx:
+        return dict(ctx.params)
+
+
+def test_demo_steps_go_from_tags_to_salnet(tmp_path: Path) -> None:
+    from salcurate.data.demo_data import DemoConfig
+    from salcurate.demo import demo_commands
+
+    folder = tmp_path / "demo"
+    steps = demo_commands(folder, DemoConfig(num_images=8))
+    names = [" ".join(s[:2]) if s[0] == "import" else s[0] for s in steps]
+    assert names == ["import voc", "info", "pseudo-label", "score-coarse", "evaluate-scores", "train-scorer",
+                     "score-fine", "evaluate-scores", "select", "export", "report", "retrain", "evaluate"]
+    by_name = {" ".join(s[:2]) if s[0] == "import" else s[0]: s for s in steps}
+    imported = by_name["import voc"]
+    assert "--pseudo" not in imported  # no proxies on disk: they come from the tags
+    assert imported[imported.index("--tags") + 1] == str(folder / "voc" / "tags.csv")
+    assert imported[imported.index("--saliency") + 1] == str(folder / "voc" / "Saliency")
+    cam = by_name["pseudo-label"]
+    assert cam[cam.index("--proxy") + 1] == "cam" and cam[cam.index("-o") + 1] == str(folder / "runs/pseudo-label")
+    assert cam[cam.index("--backbone") + 1] == "resnet18" and cam[cam.index("--backbone-weights") + 1] == "none"
+    retrain = by_name["retrain"]
+    assert retrain[retrain.index("--backbone-weights") + 1] == str(folder / "runs/pseudo-label/backbone.pth")
+    assert retrain[retrain.index("--max-iter") + 1] == "30"
+    assert all("--proxy" not in s for s in steps if s[0] != "pseudo-label")  # the only set is found by default
+    for argv in steps:  # every step is a valid command line (parsed, not run)
+        params = _parse_step(argv)
+        assert params, argv
+    # score-fine uses the shipped scorer when there is one, else the demo's own short training
+    shipped = tmp_path / "scorer.pt"
+    assert by_name["score-fine"][by_name["score-fine"].index("--scorer") + 1] == str(folder / "scorer.pt")
+    shipped.write_bytes(b"x")
+    fine = next(s for s in demo_commands(folder, DemoConfig(num_images=8), shipped_scorer=shipped)
+                if s[0] == "score-fine")
+    assert fine[fine.index("--scorer") + 1] == str(shipped)
+
+
+def test_demo_console_script_loads_the_steps_commands(tmp_path: Path) -> None:
+    """``salcurate demo`` loads only its own module; it must register its steps' commands itself."""
+    import subprocess
+    import sys
+
+    code = (
+        "import typer\n"
+        "from pathlib import Path\n"
+        "from salcurate.cli import load_commands\n"
+        "app = load_commands(['demo'])\n"
+        "from salcurate.cli.demo import steps_app_for\n"
+        "from salcurate.data.demo_data import DemoConfig\n"
+        "from salcurate.demo import demo_commands\n"
+        "steps = tuple(tuple(s) for s in demo_commands(Path('d'), DemoConfig(num_images=8)))\n"
+        "names = set(typer.main.get_command(steps_app_for(steps)).commands)\n"
+        "missing = {s[0] for s in steps} - names\n"
+        "assert not missing, missing\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_demo_refuses_too_few_images(tmp_path: Path) -> None:

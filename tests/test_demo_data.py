@@ -15,14 +15,16 @@ from salcurate.data.demo_data import (
     PROXY_FAULTS,
     SALIENCY_FAULTS,
     DemoConfig,
+    DemoProxies,
     make_demo_dataset,
     make_demo_sample,
+    similar_classes,
 )
 from salcurate.errors import InputError
 from salcurate.events import Events
 from salcurate.imageio import read_grey_png, read_label_png
 
-SMALL = DemoConfig(num_images=16, size=64, seed=3)
+SMALL = DemoConfig(num_images=16, size=64, seed=3, proxies="faults")
 NUM_FG = len(CLASS_NAMES) - 1
 
 
@@ -134,10 +136,10 @@ def test_tags_match_ground_truth(small: Path) -> None:
 
 
 def test_deterministic(tmp_path: Path) -> None:
-    config = DemoConfig(num_images=12, size=64, seed=7)
+    config = DemoConfig(num_images=12, size=64, seed=7, proxies="faults")
     make_demo_dataset(tmp_path / "a", config)
     make_demo_dataset(tmp_path / "b", config)
-    make_demo_dataset(tmp_path / "c", DemoConfig(num_images=12, size=64, seed=8))
+    make_demo_dataset(tmp_path / "c", DemoConfig(num_images=12, size=64, seed=8, proxies="faults"))
     a, b, c = _all_bytes(tmp_path / "a"), _all_bytes(tmp_path / "b"), _all_bytes(tmp_path / "c")
     assert a == b
     assert a.keys() == c.keys()
@@ -146,7 +148,8 @@ def test_deterministic(tmp_path: Path) -> None:
 
 
 def test_images_do_not_depend_on_each_other() -> None:
-    few, many = DemoConfig(num_images=8, size=64, seed=1), DemoConfig(num_images=40, size=64, seed=1, val_fraction=0.5)
+    few = DemoConfig(num_images=8, size=64, seed=1, proxies="faults")
+    many = DemoConfig(num_images=40, size=64, seed=1, val_fraction=0.5, proxies="faults")
     one, other = make_demo_sample(5, few), make_demo_sample(5, many)
     assert np.array_equal(one.image, other.image)
     assert np.array_equal(one.proxy, other.proxy)
@@ -155,7 +158,7 @@ def test_images_do_not_depend_on_each_other() -> None:
 
 def test_proxy_quality_spreads(tmp_path: Path) -> None:
     root = tmp_path / "q"
-    make_demo_dataset(root, DemoConfig(num_images=60, size=64, seed=0))
+    make_demo_dataset(root, DemoConfig(num_images=60, size=64, seed=0, proxies="faults"))
     _, rows = _csv(root / "quality.csv")
     scores, faults = [], []
     for image_id, _, fault, _ in rows:
@@ -173,7 +176,7 @@ def test_proxy_quality_spreads(tmp_path: Path) -> None:
 
 
 def test_zero_fault_strength_gives_perfect_proxies() -> None:
-    config = DemoConfig(num_images=8, size=64, seed=2, fault_strength=0.0)
+    config = DemoConfig(num_images=8, size=64, seed=2, fault_strength=0.0, proxies="faults")
     for index in range(8):
         sample = make_demo_sample(index, config)
         assert sample.proxy_fault == "none" and sample.saliency_fault == "none"
@@ -222,13 +225,125 @@ def test_empty_folder_accepted(tmp_path: Path) -> None:
 
 def test_rerun_into_demo_folder(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    make_demo_dataset(root, DemoConfig(num_images=16, size=48, seed=1))
-    summary = make_demo_dataset(root, DemoConfig(num_images=12, size=48, seed=1))
+    make_demo_dataset(root, DemoConfig(num_images=16, size=48, seed=1, proxies="faults"))
+    summary = make_demo_dataset(root, DemoConfig(num_images=12, size=48, seed=1, proxies="faults"))
     assert summary.num_images == 12
     for folder in ("JPEGImages", "SegmentationClass", "Proxy", "Saliency"):
         assert len(list((root / folder).iterdir())) == 12
     assert len(_ids(root, "train")) + len(_ids(root, "val")) == 12
     assert json.loads((root / MARKER_NAME).read_text())["config"]["num_images"] == 12
     fresh = tmp_path / "fresh"
-    make_demo_dataset(fresh, DemoConfig(num_images=12, size=48, seed=1))
+    make_demo_dataset(fresh, DemoConfig(num_images=12, size=48, seed=1, proxies="faults"))
     assert _all_bytes(root) == _all_bytes(fresh)
+
+
+# -- the default data set: tags and saliency only (the demo makes its proxies with pseudo-label) --
+DEFAULT_SMALL = DemoConfig(num_images=10, size=48, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tags_only(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo-tags") / "data"
+    summary = make_demo_dataset(root, DEFAULT_SMALL)
+    assert summary.class_names == CLASS_NAMES and summary.num_images == 10
+    return root
+
+
+def test_default_writes_no_proxies(tags_only: Path) -> None:
+    assert DemoConfig().proxies == DemoProxies.NONE == "none"
+    names = sorted(p.name for p in tags_only.iterdir())
+    assert names == ["DEMO_DATASET", "ImageSets", "JPEGImages", "Saliency", "SegmentationClass", "class_names.txt",
+                     "saliency_quality.csv", "tags.csv"]
+    ids = sorted(_ids(tags_only, "train") + _ids(tags_only, "val"))
+    assert ids == [f"demo_{i:06d}" for i in range(10)]
+    for folder, suffix in [("JPEGImages", ".jpg"), ("SegmentationClass", ".png"), ("Saliency", ".png")]:
+        assert sorted(p.name for p in (tags_only / folder).iterdir()) == [i + suffix for i in ids]
+    assert (tags_only / "class_names.txt").read_text().splitlines() == list(CLASS_NAMES)
+    assert CLASS_NAMES == ("background", "disc_a", "disc_b", "blob_a", "blob_b", "star_a", "star_b")
+    marker = json.loads((tags_only / MARKER_NAME).read_text())
+    assert marker["config"]["proxies"] == "none" and marker["complete"] is True
+
+
+def test_default_tags_are_the_ground_truth_classes_and_saliency_is_there(tags_only: Path) -> None:
+    header, rows = _csv(tags_only / "tags.csv")
+    assert header == ["id", "tags"] and len(rows) == 10
+    counts = []
+    for image_id, tags in rows:
+        gt = read_label_png(tags_only / "SegmentationClass" / f"{image_id}.png")
+        present = sorted(int(c) for c in np.unique(gt) if 0 < c < 255)
+        assert [int(t) for t in tags.split()] == present and 1 <= len(present) <= 4
+        counts.append(len(present))
+        saliency = read_grey_png(tags_only / "Saliency" / f"{image_id}.png")
+        assert saliency.shape == gt.shape and saliency.dtype == np.uint8
+        with Image.open(tags_only / "JPEGImages" / f"{image_id}.jpg") as image:
+            assert image.size == gt.shape[::-1]
+    assert max(counts) > 1  # several objects per image
+    _, rows = _csv(tags_only / "saliency_quality.csv")
+    assert all(r[1] in SALIENCY_FAULTS and 0.0 <= float(r[2]) <= 1.0 for r in rows)
+
+
+def test_default_is_deterministic(tags_only: Path, tmp_path: Path) -> None:
+    make_demo_dataset(tmp_path / "again", DEFAULT_SMALL)
+    assert _all_bytes(tmp_path / "again") == _all_bytes(tags_only)
+    sample = make_demo_sample(3, DEFAULT_SMALL)
+    assert sample.proxy is None and sample.proxy_fault == ""
+    # the proxies option changes nothing but the proxies
+    faulty = make_demo_sample(3, DemoConfig(num_images=10, size=48, seed=5, proxies="faults"))
+    assert np.array_equal(sample.image, faulty.image) and np.array_equal(sample.saliency, faulty.saliency)
+    assert faulty.proxy is not None and faulty.proxy.shape == sample.ground_truth.shape
+
+
+def test_rerun_without_proxies_removes_the_old_proxies(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    make_demo_dataset(root, DemoConfig(num_images=8, size=32, proxies="faults"))
+    assert (root / "Proxy").is_dir() and (root / "quality.csv").is_file()
+    make_demo_dataset(root, DemoConfig(num_images=8, size=32))
+    make_demo_dataset(tmp_path / "fresh", DemoConfig(num_images=8, size=32))
+    assert _all_bytes(root) == _all_bytes(tmp_path / "fresh")
+    assert not (root / "Proxy").exists()
+
+
+def test_saliency_faults_follow_fault_strength() -> None:
+    clean = DemoConfig(num_images=30, size=32, seed=1, fault_strength=0.0)
+    assert {make_demo_sample(i, clean).saliency_fault for i in range(30)} == {"none"}
+    spread = {make_demo_sample(i, DemoConfig(num_images=30, size=32, seed=1)).saliency_fault for i in range(30)}
+    assert "none" in spread and len(spread) >= 3
+
+
+# -- the hand-made faults option -------------------------------------------------------------------
+def test_similar_classes_are_the_look_alike_partners() -> None:
+    assert similar_classes(6) == {1: 2, 2: 1, 3: 4, 4: 3, 5: 6, 6: 5}
+    assert similar_classes(5) == {1: 2, 2: 1, 3: 4, 4: 5, 5: 3}  # the last group has three members
+
+
+def test_faults_option_makes_the_old_faults(small: Path) -> None:
+    root = small
+    config = SMALL
+    similar = similar_classes(config.num_classes)
+    seen: set[str] = set()
+    for index in range(40):
+        sample = make_demo_sample(index, DemoConfig(num_images=40, size=64, seed=3, proxies="faults"))
+        faults = set(sample.proxy_fault.split("+"))
+        seen |= faults
+        assert sample.proxy is not None
+        gt, proxy = sample.ground_truth, sample.proxy
+        valid = gt != 255
+        fg, proxy_fg = (gt > 0) & valid, (proxy > 0) & valid
+        if faults == {"erode"}:
+            assert proxy_fg.sum() < fg.sum()
+        if faults == {"dilate"}:
+            assert proxy_fg.sum() > fg.sum()
+        if faults == {"swap"}:  # part of an object takes its look-alike class
+            assert any((proxy == similar[t]).any() for t in sample.tags)
+        if faults == {"spurious"}:  # a blob on the background
+            assert (proxy_fg & (gt == 0)).sum() > 0.2 * fg.sum()
+        if faults == {"none"}:
+            assert _foreground_f1(gt, proxy) > 0.85
+    assert seen == set(PROXY_FAULTS)
+    assert (root / "Proxy").is_dir() and (root / "quality.csv").is_file()
+
+
+def test_bad_proxies_choice() -> None:
+    with pytest.raises(InputError, match="proxies must be one of none, faults") as info:
+        DemoConfig(proxies="cam")
+    assert info.value.params == ("proxies",)

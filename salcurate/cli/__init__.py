@@ -19,7 +19,8 @@ from typing import Any
 COMMAND_MODULES: dict[str, str] = {
     "import": "data", "info": "data", "export": "data", "demo": "demo",
     "score-coarse": "scoring", "score-fine": "scoring", "select": "selection", "evaluate-scores": "selection",
-    "train-scorer": "training", "retrain": "training", "evaluate": "evaluation", "predict": "evaluation",
+    "train-scorer": "training", "retrain": "training", "pseudo-label": "training",
+    "evaluate": "evaluation", "predict": "evaluation",
     "report": "report",
 }
 

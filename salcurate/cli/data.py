@@ -86,6 +86,13 @@ def _print_info(res: InfoResult) -> None:
         t.add_row(str(row["index"]), escape(row["name"]), str(row["proxy_images"]), f"{row['proxy_pixels']:,}",
                   str(row["gt_images"]), "" if row["tagged_images"] is None else str(row["tagged_images"]))
     out.print(t)
+    if res.proxies:
+        t = Table(title="proxy sets (--proxy NAME)")
+        for col in ("name", "samples", "made by", "created"):
+            t.add_column(col)
+        for name, p in res.proxies.items():
+            t.add_row(escape(name), str(p["samples"]), escape(str(p["command"])), escape(str(p["created"] or "")))
+        out.print(t)
     if res.scores:
         t = Table(title="score columns")
         for col in ("name", "computed", "mean", "min", "max"):

@@ -1,8 +1,8 @@
-"""CLI commands of the training stage: train-scorer, retrain.
+"""CLI commands of the training stage: train-scorer, retrain, pseudo-label.
 
-Both take every setting of their config (``TrainScorerConfig``, ``RetrainConfig``) as an option,
-and ``--config FILE.toml`` (a run's saved ``config.toml`` works) with options given on the
-command line overriding the file.
+Each takes every setting of its config (``TrainScorerConfig``, ``RetrainConfig``,
+``PseudoLabelConfig``) as an option, and ``--config FILE.toml`` (a run's saved ``config.toml``
+works) with options given on the command line overriding the file.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from salcurate.cli.core import RichEvents, app, config_command, out
 from salcurate.errors import InputError
+from salcurate.training.pseudo_label import PseudoLabelConfig
 from salcurate.training.retrain import RetrainConfig
 from salcurate.training.scorer import TrainScorerConfig
 
@@ -75,3 +76,39 @@ def retrain(config: RetrainConfig) -> None:
     if main_rank:
         out.print(f"model saved to {escape(res.model)} after {res.iterations} iterations ({res.seconds:.0f} s); "
                   f"checkpoint {escape(res.checkpoint)}, log {escape(res.log)}")
+
+
+# --------------------------------------------------------------------------------------
+# pseudo-label
+# --------------------------------------------------------------------------------------
+def _pseudo_label_status(info: dict[str, Any]) -> str:
+    return f"loss {info['loss']:.4f} lr {info['lr']:.2e}" if info.get("loss") is not None else ""
+
+
+def _percent(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _print_pseudo_label(m: dict[str, Any]) -> None:
+    if "loss" in m:
+        out.print(f"epoch {m['epoch']}: loss {m['loss']:.4f}, {m['images_per_s']:.1f} images/s "
+                  f"({m['seconds']:.1f} s)", markup=False)
+    elif "held_out_map" in m:
+        out.print(f"classifier: held-out mAP {_percent(m['held_out_map'])} ({m['held_out_images']} images)",
+                  markup=False)
+
+
+@config_command(app, "pseudo-label", PseudoLabelConfig, config_file=True)
+def pseudo_label(config: PseudoLabelConfig) -> None:
+    """Proxies from image tags (P1): a tag classifier's CAMs, refined, stored as a named proxy set."""
+    from salcurate.training.pseudo_label import run
+
+    with RichEvents("pseudo-label", status=_pseudo_label_status, on_metrics=_print_pseudo_label) as events:
+        res = run(config, events=events)
+    quality = (f"mIoU {_percent(res.miou)} against ground truth on {res.counts['with_gt']} images (per-image mean "
+               f"{_percent(res.miou_per_image)})" if res.miou is not None else "no ground truth to compare with")
+    speed = "" if res.cam_images_per_s is None else f", {res.cam_images_per_s:.1f} images/s"
+    out.print(f"proxy set {escape(res.proxy)!r}: {res.counts['proxies']} proxies in {res.cam_seconds:.1f} s{speed}; "
+              f"{quality}")
+    out.print(f"classifier (held-out mAP {_percent(res.map)}) saved to {escape(res.classifier)}; its backbone for "
+              f"`salcurate retrain --backbone-weights` in {escape(res.backbone_file)}; log {escape(res.log)}")

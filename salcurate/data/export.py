@@ -32,10 +32,12 @@ _IMAGE_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}
 class ExportConfig:
     """Settings of one export; saved as ``export.json`` in the output folder.
 
-    ``kind`` is one of the store's label kinds (``proxy`` or ``gt``).
+    ``kind`` is one of the store's label kinds (``proxy`` or ``gt``); with ``proxy``, ``proxy``
+    says which proxy set.
     """
 
     store: str = store_setting()
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     out: str = setting(help="The output folder.", argument=True, metavar="OUT")
     selection: str | None = setting(None, "Export only the samples this selection keeps.")
     split: str | None = setting(None, "Export only this split.")
@@ -105,7 +107,8 @@ def _image_name(store: MaskStore, i: int) -> str:
     return f"{store.ids[i]}{_IMAGE_SUFFIX.get(store.image_formats[i], '.img')}"
 
 
-def _write_masks(store: MaskStore, config: ExportConfig, out: Path, indices: np.ndarray, events: Events) -> list[int]:
+def _write_masks(store: MaskStore, config: ExportConfig, out: Path, indices: np.ndarray, events: Events,
+                 kind: str) -> list[int]:
     """Masks (and images) of ``indices`` as files, PNG encoding in a thread pool; the indices written."""
     mask_dir, image_dir = out / "masks", out / "images"
     mask_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,7 @@ def _write_masks(store: MaskStore, config: ExportConfig, out: Path, indices: np.
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = []
-        for i, labels in store.iter_maps(config.kind, indices):
+        for i, labels in store.iter_maps(kind, indices):
             pending.append(pool.submit(write_one, i, labels))
             if config.images:
                 _safe_child(image_dir, _image_name(store, i)).write_bytes(store.image_bytes(i))
@@ -159,11 +162,14 @@ def run(config: ExportConfig, *, events: Events | None = None) -> ExportResult:
     events = events or NO_EVENTS
     out = _check_target(config)
     with MaskStore(config.store) as store:
+        if config.kind == "proxy" or config.proxy is not None:
+            config = dataclasses.replace(config, proxy=store.resolve_proxy(config.proxy))
+        kind = config.proxy if config.kind == "proxy" else config.kind  # the map kind of the proxy set
         chosen = chosen_indices(store, selection=config.selection, split=config.split)
-        with_mask = chosen[store.has_map(config.kind)[chosen]]
+        with_mask = chosen[store.has_map(kind)[chosen]]
         _clear_previous(out)
         events.start(len(with_mask))
-        exported = _write_masks(store, config, out, with_mask, events)
+        exported = _write_masks(store, config, out, with_mask, events, kind)
         (out / "ids.txt").write_text("".join(f"{store.ids[i]}\n" for i in exported), encoding="utf-8")
         if config.images:
             lines = [f"images/{_image_name(store, i)} masks/{store.ids[i]}.png\n" for i in exported]

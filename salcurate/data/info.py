@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from salcurate.config import store_setting
-from salcurate.data.store import LABEL_KINDS, MAP_KINDS, MaskStore
+from salcurate.data.store import IMPORTED_PROXY, LABEL_KINDS, MAP_KINDS, MaskStore
 from salcurate.events import Events, Result
 
 
@@ -39,6 +39,7 @@ class InfoResult(Result):
     strong: int
     image_sizes: dict[str, list[int] | None]  # height / width -> [min, max]
     classes: list[dict[str, Any]]  # per class, see class_table
+    proxies: dict[str, dict[str, Any]]  # per proxy set, see proxy_sets
     scores: dict[str, dict[str, Any]]  # per score column: column_summary and its config
     selections: dict[str, dict[str, Any]]  # per selection: kept, total, rule
     log: list[dict[str, Any]]  # the store's run log
@@ -68,6 +69,24 @@ def class_table(store: MaskStore) -> list[dict[str, Any]]:
     return rows
 
 
+def proxy_sets(store: MaskStore) -> dict[str, dict[str, Any]]:
+    """Per proxy set (``MaskStore.proxy_names`` order): samples with a map, pixels per class,
+    the command that made it, when, and its config (None for the imported set)."""
+    imports = [e for e in store.run_log() if str(e.get("command", "")).startswith("import")]
+    sets: dict[str, dict[str, Any]] = {}
+    for name in store.proxy_names():
+        meta = store.map_meta(name)
+        hist = store.class_histogram(name)
+        if name == IMPORTED_PROXY:
+            made = {"command": imports[0]["command"] if imports else "import",
+                    "created": imports[0].get("finished") if imports else None, "config": None}
+        else:
+            made = {"command": meta.get("command"), "created": meta.get("created"), "config": meta.get("config")}
+        sets[name] = {"samples": int(store.has_map(name).sum()),
+                      "pixels_per_class": hist[:, : store.num_classes + 1].sum(axis=0).tolist(), **made}
+    return sets
+
+
 def store_summary(store: MaskStore) -> dict[str, Any]:
     """Everything ``salcurate info`` shows, as plain JSON-ready data."""
     splits, counts = np.unique(store.splits.astype(str), return_counts=True) if len(store) else ([], [])
@@ -88,6 +107,7 @@ def store_summary(store: MaskStore) -> dict[str, Any]:
             "width": [int(store.widths.min()), int(store.widths.max())] if len(store) else None,
         },
         "classes": class_table(store),
+        "proxies": proxy_sets(store),
         "scores": {n: {**column_summary(store.score(n)), "config": store.score_meta(n).get("config")}
                    for n in store.score_names()},
         "selections": {n: {"kept": int((store.selection(n) > 0).sum()), "total": len(store),

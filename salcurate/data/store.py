@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,7 +34,7 @@ import h5py
 import numpy as np
 
 from salcurate._version import __version__
-from salcurate.errors import StoreError
+from salcurate.errors import InputError, StoreError
 
 try:  # POSIX advisory locks; on other systems writers are not serialized
     import fcntl
@@ -52,6 +53,13 @@ LABEL_KINDS: tuple[str, ...] = ("proxy", "gt")
 #: Maps kept as 8-bit grey PNG files (smooth grey maps: PNG's row filters beat plain deflate).
 PNG_KINDS: tuple[str, ...] = ("saliency",)
 IGNORE_LABEL = 255
+#: The name of the imported proxy set (map kind ``proxy``); other proxy sets are map kinds
+#: of their own name with the group attribute ``role = "proxy"``.
+IMPORTED_PROXY = "proxy"
+#: Names a new proxy set may not take: imported maps and the reference masks' prefix.
+_RESERVED_MAP_NAMES: tuple[str, ...] = (*MAP_KINDS, "reference")
+_PROXY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_MAKE_PROXIES = "make a set with `salcurate pseudo-label` or import proxies with `salcurate import ... --pseudo DIR`"
 
 _STR = h5py.string_dtype("utf-8")
 _PIXEL_CHUNK = 1 << 17  # 128 KiB of a flat map array per chunk
@@ -217,6 +225,8 @@ class MaskStore:
         self.image_formats: tuple[str, ...] = tuple(f["images/format"].asstr()[:])
         self._map_offsets = {k: f[f"maps/{k}/offsets"][:] for k in f["maps"]}
         self._map_encoding = {k: _attr_str(f[f"maps/{k}"], "encoding", "pixels") for k in f["maps"]}
+        sets = [k for k in f["maps"] if k != IMPORTED_PROXY and _attr_str(f[f"maps/{k}"], "role", "") == "proxy"]
+        self._proxy_sets: tuple[str, ...] = tuple(sorted(sets, key=lambda k: _creation_key(f[f"maps/{k}"], k)))
         self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
         self._datasets: dict[str, h5py.Dataset] = {}
 
@@ -330,10 +340,59 @@ class MaskStore:
             pos = end
 
     def class_histogram(self, kind: str) -> np.ndarray:
-        """``(N, C + 2)`` int64 pixel counts per class; the last column counts ignore (255) pixels."""
-        if kind not in LABEL_KINDS:
-            raise StoreError(f"class histograms exist for {', '.join(LABEL_KINDS)}, not {kind!r}")
-        return self._f[f"maps/{kind}/histogram"][:].astype(np.int64)
+        """``(N, C + 2)`` int64 pixel counts per class; the last column counts ignore (255) pixels.
+
+        Kept for the label maps: ``proxy``, ``gt`` and every proxy set.
+        """
+        if kind not in LABEL_KINDS and kind not in self._proxy_sets:
+            have = ", ".join((*LABEL_KINDS, *self._proxy_sets))
+            raise StoreError(f"class histograms exist for {have}, not {kind!r}")
+        hist = self._f[f"maps/{kind}/histogram"][:].astype(np.int64)
+        if len(hist) < self.num_samples:  # samples appended by a salcurate that did not grow this set's histogram
+            hist = np.concatenate([hist, np.zeros((self.num_samples - len(hist), hist.shape[1]), np.int64)])
+        return hist
+
+    # -- proxy sets ------------------------------------------------------------------
+    def proxy_names(self) -> list[str]:
+        """The proxy sets: ``proxy`` (imported) first when any sample has one, then the others
+        in creation order."""
+        imported = [IMPORTED_PROXY] if bool(self.has_map(IMPORTED_PROXY).any()) else []
+        return [*imported, *self._proxy_sets]
+
+    def resolve_proxy(self, name: str | None) -> str:
+        """The proxy set a command uses: ``name`` when it exists; for None the imported set,
+        else the only one.  Raises a one-line error listing the sets otherwise."""
+        names = self.proxy_names()
+        listed = f"[{', '.join(names)}]"  # the imported set comes first, so the CLI leaves its name alone
+        if name is None:
+            if IMPORTED_PROXY in names:
+                return IMPORTED_PROXY
+            if len(names) == 1:
+                return names[0]
+            if not names:
+                raise StoreError(f"{self.path}: the store has no proxies; {_MAKE_PROXIES}", param="proxy")
+            raise InputError(f"{self.path}: the store has several sets of proxies {listed}; choose one with proxy",
+                             param="proxy")
+        if name in names:
+            return name
+        what = "no imported proxies" if name == IMPORTED_PROXY else f"no set of proxies named {name!r}"
+        if not names:
+            raise StoreError(f"{self.path}: the store has {what} and no other; {_MAKE_PROXIES}", param="proxy")
+        raise InputError(f"{self.path}: the store has {what}; it has {listed}: choose one of them with proxy "
+                         f"or {_MAKE_PROXIES}", param="proxy")
+
+    def resolve_column(self, name: str, proxy: str | None) -> tuple[str, str]:
+        """Score column ``name`` (``sc``, ``sf@1a2b3c``) of proxy set ``proxy`` (resolved as by
+        :meth:`resolve_proxy`), and the set: ``("sc:cam", "cam")``.  A name that carries its set
+        already (``sc:cam``) is kept, and ``proxy`` must be None or that set."""
+        named = column_proxy(name)
+        if named is None:
+            proxy = self.resolve_proxy(proxy)
+            return proxy_column(name, proxy), proxy
+        if proxy is not None and proxy != named:
+            raise InputError(f"the column {name!r} belongs to the set of proxies {named!r}, not to the one chosen "
+                             f"with proxy; name the column without ':{named}' or choose {named!r}", param="proxy")
+        return name, self.resolve_proxy(named)
 
     # -- scores and selections -------------------------------------------------------
     def score_names(self) -> list[str]:
@@ -384,6 +443,44 @@ def _attrs_json(obj: h5py.HLObject) -> dict[str, Any]:
 def _attr_str(obj: h5py.HLObject, name: str, default: str) -> str:
     value = obj.attrs.get(name, default)
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _creation_key(group: h5py.Group, name: str) -> tuple[int, str, str]:
+    """Sort key of a proxy set by creation: its sequence number, then time and name."""
+    return int(group.attrs.get("order", 0)), _attr_str(group, "created", ""), name
+
+
+def proxy_column(base: str, proxy: str) -> str:
+    """The name of a score, selection or map column made from proxy set ``proxy``.
+
+    ``base`` itself for the imported set (``sc``, ``reference``), ``base:proxy`` for others
+    (``sc:cam``, ``reference:cam``); the set's name goes before a config-hash suffix
+    (``sc@1a2b3c`` → ``sc:cam@1a2b3c``), as ``score-coarse`` names its columns.
+    """
+    if proxy == IMPORTED_PROXY:
+        return base
+    head, at, tail = base.partition("@")
+    return f"{head}:{proxy}{at}{tail}"
+
+
+def column_proxy(name: str) -> str | None:
+    """The proxy set a column name carries (``sc:cam@1a2b3c`` → ``cam``), or None (``sc``)."""
+    proxy = name.partition("@")[0].partition(":")[2]
+    return proxy or None
+
+
+def check_proxy_set_name(name: str, *, param: str = "name") -> None:
+    """A new proxy set's name: letters, digits, ``-``, ``_``, ``.``; not an imported map kind.
+
+    ``param``: the setting that gave the name (the CLI shows it as its flag).
+    """
+    if not isinstance(name, str) or not _PROXY_NAME.fullmatch(name):
+        raise InputError(f"invalid name {name!r} for a set of proxies, given as {param}: use letters, digits, '-', "
+                         "'_' and '.', starting with a letter or digit", param=param)
+    if name in _RESERVED_MAP_NAMES or name.startswith("reference"):
+        # names in brackets: the CLI rewrites the word `proxy` into its flag elsewhere
+        raise InputError(f"{param} [{name}] is reserved for the store's own maps [proxy, gt, saliency, "
+                         "reference*]; choose another for the set of proxies", param=param)
 
 
 def _data_path(kind: str) -> str:
@@ -504,10 +601,13 @@ class _Writable:
                 g["histogram"].resize((n1, C + 2))
                 g["histogram"][n0:n1] = hist
 
-        for name, g in f["maps"].items():  # computed maps (e.g. reference masks): none for new samples
+        for name, g in f["maps"].items():  # computed maps (reference masks, proxy sets): none for new samples
             if name not in MAP_KINDS:
                 g["offsets"].resize((n1 + 1,))
                 g["offsets"][n0 + 1 :] = g["offsets"][n0]
+                if "histogram" in g:
+                    g["histogram"].resize((n1, g["histogram"].shape[1]))
+                    g["histogram"][n0:n1] = 0
         for group in ("scores", "selections"):  # existing columns grow, NaN / 0 for new samples
             for ds in f[group].values():
                 ds.resize((n1,))
@@ -562,6 +662,68 @@ class _Writable:
         if count != self.num_samples:
             raise StoreError(f"maps {name!r}: expected {self.num_samples} entries, got {count}")
 
+    # -- proxy sets ------------------------------------------------------------------
+    def put_label_maps(self, name: str, maps: Iterable[np.ndarray | None], *, config: dict[str, Any],
+                       command: str, overwrite: bool = False) -> None:
+        """Write a named proxy set: map kind ``name`` with ``role = "proxy"``.
+
+        maps: one entry per sample in sample order, an ``(H_i, W_i)`` label map with values
+        0..C or 255 (ignore), or None for no map.  Stored as the imported ``proxy`` maps are:
+        deflated uint8 pixels, offsets and a per-class ``histogram`` ``(N, C + 2)``.
+        """
+        check_proxy_set_name(name)
+        f = self._f
+        groups = f["maps"]
+        order = 1 + max((int(g.attrs.get("order", 0)) for g in groups.values()
+                         if _attr_str(g, "role", "") == "proxy"), default=0)
+        if name in groups:
+            if _attr_str(groups[name], "role", "") != "proxy":
+                raise StoreError(f"{self.path}: maps {name!r} exist already and are not proxies; choose another name",
+                                 param="name")
+            if not overwrite:
+                raise StoreError(f"{self.path}: the set of proxies {name!r} exists already; pass overwrite to "
+                                 "replace it or choose another name", param="overwrite")
+        sizes = np.stack([f["samples/height"][:], f["samples/width"][:]], axis=1).astype(np.int64)
+        ids = f["samples/id"].asstr()[:]
+        C = int(f["classes/names"].shape[0]) - 1
+        partial = f"{name}.partial"  # built aside, so a refused map leaves an existing set as it was
+        if partial in groups:
+            del groups[partial]
+        g = groups.create_group(partial)
+        data = g.create_dataset("pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
+                                compression="gzip", compression_opts=_DEFLATE)
+        offsets = g.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+        hist = np.zeros((len(sizes), C + 2), dtype=np.uint32)
+        batch: list[np.ndarray | None] = []
+        count = 0
+        for item in maps:
+            if count >= len(sizes):
+                raise StoreError(f"proxies {name!r}: expected {len(sizes)} maps (one per sample), got more")
+            if item is not None:
+                item = _check_label_map(name, item, count, ids[count], (int(sizes[count, 0]), int(sizes[count, 1])), C)
+                counts = np.bincount(item.ravel(), minlength=256)
+                hist[count, : C + 1] = counts[: C + 1]
+                hist[count, C + 1] = counts[IGNORE_LABEL]
+            batch.append(item)
+            count += 1
+            if len(batch) == 256:
+                _append_ragged(data, offsets, batch)
+                batch = []
+        _append_ragged(data, offsets, batch)
+        if count != len(sizes):
+            raise StoreError(f"proxies {name!r}: expected {len(sizes)} maps (one per sample), got {count}")
+        g.create_dataset("histogram", data=hist, maxshape=(None, C + 2), chunks=(4096, C + 2))
+        g.attrs["encoding"] = "pixels"
+        g.attrs["role"] = "proxy"
+        g.attrs["order"] = order
+        g.attrs["config"] = json.dumps(config, sort_keys=True, default=str)
+        g.attrs["command"] = command
+        g.attrs["created"] = utc_now()
+        g.attrs["salcurate_version"] = __version__
+        if name in groups:
+            del groups[name]
+        groups.move(partial, name)
+
     # -- selections ------------------------------------------------------------------
     def put_selection(self, name: str, weights: np.ndarray, *, rule: dict[str, Any], command: str,
                       overwrite: bool = False) -> None:
@@ -592,8 +754,31 @@ class _Writable:
 
 
 def check_column_name(name: str) -> None:
+    """A score, selection or map column name: printable, no ``/``, not starting with ``.``.
+
+    ``:`` names a proxy set's column (``sc:cam``, see :func:`proxy_column`), ``@`` a config hash.
+    """
     if not name or "/" in name or name.startswith(".") or not name.isprintable():
-        raise StoreError(f"invalid column name {name!r}: use letters, digits, '-', '_' and '.' without '/'")
+        raise StoreError(f"invalid column name {name!r}: use letters, digits, '-', '_', '.', ':' and '@' "
+                         "without '/'")
+
+
+def _check_label_map(name: str, labels: np.ndarray, i: int, sample_id: str, size: tuple[int, int],
+                     num_classes: int) -> np.ndarray:
+    """One map of a proxy set, checked against its sample's size and the class count: ``(H, W)`` uint8."""
+    labels = np.asarray(labels)
+    where = f"proxies {name!r}, sample {i} ({sample_id!r})"
+    if labels.shape != size:
+        raise InputError(f"{where}: expected a label map of shape {size} (the image's height, width), "
+                         f"got {labels.shape}")
+    if labels.dtype.kind not in "biu":
+        raise InputError(f"{where}: expected integer class labels, got dtype {labels.dtype}")
+    bad = (labels < 0) | ((labels > num_classes) & (labels != IGNORE_LABEL))
+    if bad.any():
+        values = sorted({int(v) for v in np.unique(labels[bad])[:5]})
+        raise InputError(f"{where}: label values must be 0..{num_classes} or {IGNORE_LABEL} "
+                         f"(the store has {num_classes} classes), got {values}")
+    return labels.astype(np.uint8, copy=False)
 
 
 def _append_ragged(data: h5py.Dataset, offsets: h5py.Dataset, arrays: Sequence[np.ndarray | None]) -> None:

@@ -7,6 +7,10 @@ work area, skips the done samples and continues; the store itself receives the c
 results in one transaction at the end (see ``salcurate.data.store.transaction``), after which the
 work area is deleted.  The store is never open for writing while the work runs, so a kill can
 not damage it.
+
+A work area keeps float columns per sample and, as a command needs them, bit-packed binary masks
+(``score-coarse``'s reference masks, ``mask_sizes``) and uint8 label maps (``pseudo-label``'s
+proxies, ``label_shapes``), each at a fixed offset of one flat file.
 """
 
 from __future__ import annotations
@@ -45,14 +49,16 @@ def ids_fingerprint(ids: Sequence[str]) -> str:
 
 
 class WorkArea:
-    """Per-sample float columns and bit-packed masks of known sizes, with done flags.
+    """Per-sample float columns, bit-packed masks and uint8 label maps of known sizes, with done flags.
 
     columns: names of ``(N,)`` float32 results; mask_sizes: ``(N,)`` pixel count of each
-    sample's mask (0 = no mask).  Open it with :func:`open_work_area`.  Files are written with
-    ``pwrite`` (not memory-mapped), so the masks never sit in this process's memory.
+    sample's mask (0 = no mask); label_shapes: ``(N, 2)`` height and width of each sample's
+    label map (0 = no map).  Open it with :func:`open_work_area`.  Files are written with
+    ``pwrite`` (not memory-mapped), so the masks and maps never sit in this process's memory.
     """
 
-    def __init__(self, folder: Path, columns: Sequence[str], mask_sizes: np.ndarray | None) -> None:
+    def __init__(self, folder: Path, columns: Sequence[str], mask_sizes: np.ndarray | None,
+                 label_shapes: np.ndarray | None = None) -> None:
         self.folder = folder
         self.columns = list(columns)
         n = int(json.loads((folder / "meta.json").read_text())["num_samples"])
@@ -67,6 +73,12 @@ class WorkArea:
             self._mask_sizes = np.asarray(mask_sizes, dtype=np.int64)
             self._bit_offsets = np.concatenate([[0], np.cumsum((self._mask_sizes + 7) // 8)])
             self._fd_bits = os.open(folder / "masks.bits", os.O_RDWR)
+        self._fd_labels = None
+        if label_shapes is not None:
+            self._label_shapes = _label_shapes(label_shapes, n)
+            sizes = self._label_shapes[:, 0] * self._label_shapes[:, 1]
+            self._label_offsets = np.concatenate([[0], np.cumsum(sizes)])
+            self._fd_labels = os.open(folder / "labels.u8", os.O_RDWR)
 
     @property
     def done(self) -> np.ndarray:
@@ -74,8 +86,10 @@ class WorkArea:
         return self._done.astype(bool)
 
     def write(self, indices: Sequence[int], values: np.ndarray,
-              masks: Sequence[np.ndarray | None] | None = None) -> None:
-        """Record results for ``indices``: values ``(K, len(columns))``, masks ``(H, W)`` bool each.
+              masks: Sequence[np.ndarray | None] | None = None,
+              labels: Sequence[np.ndarray | None] | None = None) -> None:
+        """Record results for ``indices``: values ``(K, len(columns))``, masks ``(H, W)`` bool each,
+        labels ``(H, W)`` uint8 each (of the shape the area was opened with).
 
         Each sample's data are written before it is marked done, so a kill at any moment
         leaves each sample either done with all its results, or not done.
@@ -86,6 +100,16 @@ class WorkArea:
             for i, m in zip(idx.tolist(), masks):
                 if m is not None and self._mask_sizes[i]:
                     os.pwrite(self._fd_bits, np.packbits(m.reshape(-1)).tobytes(), int(self._bit_offsets[i]))
+        if labels is not None and self._fd_labels is not None:
+            for i, lab in zip(idx.tolist(), labels):
+                if lab is None or not self._label_offsets[i + 1] > self._label_offsets[i]:
+                    continue
+                lab = np.asarray(lab)
+                if lab.shape != tuple(self._label_shapes[i]) or lab.dtype != np.uint8:
+                    raise StoreError(f"work area {self.folder}: sample {i}'s label map must be "
+                                     f"{tuple(int(v) for v in self._label_shapes[i])} uint8, got {lab.dtype} "
+                                     f"{lab.shape}")
+                os.pwrite(self._fd_labels, np.ascontiguousarray(lab).tobytes(), int(self._label_offsets[i]))
         for i, v in zip(idx.tolist(), vals):
             os.pwrite(self._fd_values, v.tobytes(), i * self._k * 4)
         self._values[idx] = vals
@@ -110,21 +134,44 @@ class WorkArea:
         lo, hi = int(self._bit_offsets[i]), int(self._bit_offsets[i + 1])
         return np.frombuffer(os.pread(self._fd_bits, hi - lo, lo), dtype=np.uint8)
 
+    def label_map(self, i: int) -> np.ndarray | None:
+        """Sample i's label map, ``(H, W)`` uint8 (what :meth:`write` stored; zeros until then), or None."""
+        if self._fd_labels is None:
+            return None
+        lo, hi = int(self._label_offsets[i]), int(self._label_offsets[i + 1])
+        if hi == lo:
+            return None
+        flat = np.frombuffer(os.pread(self._fd_labels, hi - lo, lo), dtype=np.uint8)
+        return flat.reshape(int(self._label_shapes[i, 0]), int(self._label_shapes[i, 1])).copy()
+
     def close(self) -> None:
-        for name in ("_fd_done", "_fd_values", "_fd_bits"):
+        for name in ("_fd_done", "_fd_values", "_fd_bits", "_fd_labels"):
             fd = getattr(self, name, None)
             if fd is not None:
                 os.close(fd)
                 setattr(self, name, None)
 
 
+def _label_shapes(shapes: np.ndarray, n: int) -> np.ndarray:
+    out = np.asarray(shapes, dtype=np.int64).reshape(-1, 2) if len(shapes) else np.zeros((0, 2), np.int64)
+    if out.shape != (n, 2) or (out < 0).any():
+        raise StoreError(f"label_shapes must be ({n}, 2) non-negative (height, width) pairs, got {out.shape}")
+    return out
+
+
+def _shapes_fingerprint(shapes: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(shapes, dtype="<i8").tobytes()).hexdigest()[:16]
+
+
 @contextlib.contextmanager
 def open_work_area(store_path: Path, command: str, config: dict[str, Any], *, ids: Sequence[str],
                    columns: Sequence[str], mask_sizes: np.ndarray | None = None,
-                   fresh: bool = False) -> Iterator[WorkArea]:
+                   label_shapes: np.ndarray | None = None, fresh: bool = False) -> Iterator[WorkArea]:
     """Open (or create) the work area of ``command`` with ``config`` for the store's samples.
 
-    A work area made for other samples (the store was re-imported) is discarded.  Only one
+    ``mask_sizes``: ``(N,)`` pixels of each sample's binary mask (0 = none); ``label_shapes``:
+    ``(N, 2)`` height and width of each sample's uint8 label map (0 = none).  A work area made
+    for other samples (the store was re-imported), or for other sizes, is discarded.  Only one
     process may use a work area at a time.  The caller deletes it with :func:`remove_work_area`
     once its results are in the store.
     """
@@ -132,6 +179,9 @@ def open_work_area(store_path: Path, command: str, config: dict[str, Any], *, id
     folder = root / f"{command}-{config_hash(config)}"
     meta = {"command": command, "config": config, "ids": ids_fingerprint(ids), "num_samples": len(ids),
             "columns": list(columns), "masks": mask_sizes is not None}
+    if label_shapes is not None:  # only then: the meta of areas without label maps stays as it was
+        label_shapes = _label_shapes(label_shapes, len(ids))
+        meta["labels"] = _shapes_fingerprint(label_shapes)
     root.mkdir(exist_ok=True)
     lock_fd = os.open(root / f"{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -160,9 +210,12 @@ def open_work_area(store_path: Path, command: str, config: dict[str, Any], *, id
                 total = int(((np.asarray(mask_sizes, np.int64) + 7) // 8).sum())
                 with open(tmp / "masks.bits", "wb") as fh:
                     fh.truncate(total)
+            if label_shapes is not None:
+                with open(tmp / "labels.u8", "wb") as fh:
+                    fh.truncate(int((label_shapes[:, 0] * label_shapes[:, 1]).sum()))
             (tmp / "meta.json").write_text(json.dumps(meta, default=str))
             os.replace(tmp, folder)
-        area = WorkArea(folder, columns, mask_sizes)
+        area = WorkArea(folder, columns, mask_sizes, label_shapes)
         try:
             yield area
         finally:

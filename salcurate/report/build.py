@@ -26,7 +26,7 @@ from PIL import Image
 from salcurate._version import __version__
 from salcurate.config import setting, store_setting, to_dict
 from salcurate.data.info import store_summary
-from salcurate.data.store import MaskStore, utc_now
+from salcurate.data.store import IMPORTED_PROXY, MaskStore, proxy_column, utc_now
 from salcurate.errors import InputError
 from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.imageio import decode_image, voc_palette
@@ -44,6 +44,7 @@ class ReportConfig:
     """Settings of ``report``; saved in the folder's ``report.json``."""
 
     store: str = store_setting()
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     output: str = setting("report", "Report folder (index.html and img/).", short="-o")
     by: str | None = setting(None, "Score for the galleries: sf or sc (default: sf when present).")
     k: int = setting(12, "Worst and best masks shown per gallery.")
@@ -134,7 +135,8 @@ class _Content:
     """What the page shows, read from the store."""
 
     summary: dict[str, Any]
-    scores: dict[str, np.ndarray]  # score name -> (N,) float64, NaN = not scored
+    proxy: str  # the proxy set shown
+    scores: dict[str, np.ndarray]  # score column -> (N,) float64, NaN = not scored
     by: str | None  # the galleries' and the tau view's score
     k: int
     quality: np.ndarray | None  # (N,) true quality (AGT), None without ground truth
@@ -150,17 +152,36 @@ class _Content:
         return sorted({i for g in self.galleries.values() for part in g.values() for i in part})
 
 
+def _resolve(st: MaskStore, config: ReportConfig) -> tuple[str, str | None]:
+    """The proxy set shown and the gallery score column asked for (None: the default).  A store
+    without any proxies still gets its report (of the imported set, empty)."""
+    if config.by is not None:
+        column, proxy = st.resolve_column(config.by, config.proxy)
+        return proxy, column
+    if config.proxy is None and not st.proxy_names():
+        return IMPORTED_PROXY, None
+    return st.resolve_proxy(config.proxy), None
+
+
+def _base(column: str) -> str:
+    """A score column's kind: ``sf:cam`` and ``sf@1a2b3c`` are ``sf``."""
+    return column.partition("@")[0].partition(":")[0]
+
+
 def _read(st: MaskStore, config: ReportConfig) -> _Content:
     """Everything the page shows, from the store; checks ``by`` and ``k`` against it."""
     from salcurate.selection.validation import true_quality_of_store
 
-    scores = {name: st.score(name).astype(np.float64) for name in data.SCORE_LABELS if name in st.score_names()}
-    by = config.by or ("sf" if "sf" in scores else "sc" if "sc" in scores else None)
-    if config.by is not None and config.by not in st.score_names():
+    proxy, asked = _resolve(st, config)
+    columns = [proxy_column(name, proxy) for name in data.SCORE_LABELS]
+    scores = {name: st.score(name).astype(np.float64) for name in columns if name in st.score_names()}
+    sf, sc = proxy_column("sf", proxy), proxy_column("sc", proxy)
+    by = asked or (sf if sf in scores else sc if sc in scores else None)
+    if asked is not None and asked not in st.score_names():
         have = ", ".join(st.score_names()) or "none"
-        raise InputError(f"by {config.by}: no such score in the store (it has: {have}); "
-                         f"run `salcurate {data.MAKES.get(config.by, 'score-coarse')}` first", param="by")
-    if by is not None and config.by is not None and config.by not in scores:
+        raise InputError(f"by {asked}: no such score in the store (it has: {have}); "
+                         f"run `salcurate {data.MAKES.get(_base(asked), 'score-coarse')}` first", param="by")
+    if by is not None and asked is not None and asked not in scores:
         scores[by] = st.score(by).astype(np.float64)
     n_scored = int((~np.isnan(scores[by])).sum()) if by else 0
     if by is not None and config.k > n_scored:
@@ -168,7 +189,8 @@ def _read(st: MaskStore, config: ReportConfig) -> _Content:
                          f"choose k {n_scored} or less", param="k")
     classes = st.tags
     class_names = st.class_names
-    quality = true_quality_of_store(st, miou=False)[0] if st.has_map("gt").any() else None
+    quality = (true_quality_of_store(st, miou=False, proxy=proxy)[0]
+               if st.has_map("gt").any() and proxy in st.map_names() else None)
     galleries: dict[str, dict[str, list[int]]] = {}
     if by is not None:
         galleries["all classes"] = data.gallery(scores[by], config.k)
@@ -176,22 +198,24 @@ def _read(st: MaskStore, config: ReportConfig) -> _Content:
             among = classes[:, c]
             if among.any():
                 galleries[name] = data.gallery(scores[by], config.k, among=among)
-    scored = ~np.isnan(scores[by]) if by else st.has_map("proxy")
+    scored = ~np.isnan(scores[by]) if by else st.has_map(proxy)
     selections = {name: {"rule": st.selection_meta(name).get("rule"),
                          **data.selection_view(st.selection(name), classes, scored)}
                   for name in st.selection_names()}
-    return _Content(store_summary(st), scores, by, config.k, quality, classes, class_names, galleries, st.ids,
+    return _Content(store_summary(st), proxy, scores, by, config.k, quality, classes, class_names, galleries, st.ids,
                     selections)
 
 
-def _thumbnails(st: MaskStore, img: Path, chosen: list[int], workers: int, events: Events) -> None:
-    """``img/t{i}.jpg`` for every chosen sample (:func:`thumbnail`)."""
-    ref_kind = "reference" if "reference" in st.map_names() else None
+def _thumbnails(st: MaskStore, img: Path, chosen: list[int], workers: int, events: Events,
+                proxy: str = IMPORTED_PROXY) -> None:
+    """``img/t{i}.jpg`` for every chosen sample (:func:`thumbnail`) with its map of proxy set ``proxy``."""
+    reference = proxy_column("reference", proxy)
+    ref_kind = reference if reference in st.map_names() else None
 
     def thumb(i: int) -> None:
         # Pillow, not torchvision: loading torch for a thousand decodes would cost ~700 MiB
         image = decode_image(st.image_bytes(i), backend="pillow")
-        strip = thumbnail(image, st.map("proxy", i), st.map(ref_kind, i) if ref_kind else None, st.map("gt", i))
+        strip = thumbnail(image, st.map(proxy, i), st.map(ref_kind, i) if ref_kind else None, st.map("gt", i))
         (img / f"t{i}.jpg").write_bytes(strip)
 
     workers = workers if workers > 0 else (os.cpu_count() or 1)
@@ -224,10 +248,10 @@ def run(config: ReportConfig, *, events: Events | None = None) -> ReportResult:
         if img.exists():
             shutil.rmtree(img)
         img.mkdir(parents=True)
-        _thumbnails(st, img, chosen, config.workers, events)
+        _thumbnails(st, img, chosen, config.workers, events, content.proxy)
     (out / "index.html").write_text(_render(img, content), encoding="utf-8")
-    meta = {"config": to_dict(config), "resolved_by": content.by, "created": utc_now(),
-            "salcurate_version": __version__, "thumbnails": len(chosen)}
+    meta = {"config": to_dict(dataclasses.replace(config, proxy=content.proxy)), "resolved_by": content.by,
+            "created": utc_now(), "salcurate_version": __version__, "thumbnails": len(chosen)}
     (out / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return ReportResult(out / "index.html", content.by, len(chosen), time.time() - started, size)
@@ -268,6 +292,11 @@ def _summary_section(c: _Content) -> list[str]:
     return parts
 
 
+def _file_part(name: str) -> str:
+    """A score column's name as part of a file name (``sc:cam`` → ``sc-cam``)."""
+    return name.replace(":", "-")
+
+
 def _scores_section(c: _Content, img: Path) -> list[str]:
     """A histogram per score, and its scatter against true quality when there is ground truth."""
     if not c.scores:
@@ -283,8 +312,10 @@ def _scores_section(c: _Content, img: Path) -> list[str]:
             ax.set_xlabel(name)
             ax.set_ylabel("masks")
 
-        fig = _plot(img / f"hist_{name}.png", draw)
-        caption = f"{data.SCORE_LABELS.get(name, name)}: {h['n']} masks, mean {_fmt(h['mean'])}"
+        fig = _plot(img / f"hist_{_file_part(name)}.png", draw)
+        label = data.SCORE_LABELS.get(name) or (f"{data.SCORE_LABELS[_base(name)]} ({name})"
+                                                if _base(name) in data.SCORE_LABELS else name)
+        caption = f"{label}: {h['n']} masks, mean {_fmt(h['mean'])}"
         if quality is not None:
             a = data.agreement(values, quality)
             caption += f"; against true quality: Pearson {_fmt(a['pearson'])}, Spearman {_fmt(a['spearman'])}"
@@ -298,7 +329,7 @@ def _scores_section(c: _Content, img: Path) -> list[str]:
                 ax.set_xlabel("true quality (AGT)")
                 ax.set_ylabel(name)
 
-            sfig = _plot(img / f"scatter_{name}.png", scat, size=(3.2, 3.0))
+            sfig = _plot(img / f"scatter_{_file_part(name)}.png", scat, size=(3.2, 3.0))
             parts.append(f"<figure><img src='img/{fig}' alt='histogram of {e(name)}'>"
                          f"<img src='img/{sfig}' alt='{e(name)} against true quality'>"
                          f"<figcaption>{e(caption)}</figcaption></figure>")
@@ -316,7 +347,7 @@ def _tau_section(c: _Content, img: Path) -> list[str]:
         return []
     e, quality = html.escape, c.quality
     rows = data.tau_view(c.scores[by], c.classes, quality)
-    marks = BEST_TAUS.get(by, ())
+    marks = BEST_TAUS.get(by if "@" in by else _base(by), ())  # sc:cam is an SC too
 
     def draw_tau(ax: Any) -> None:
         taus = [r["tau"] for r in rows]

@@ -9,9 +9,10 @@ For each sample with a proxy annotation G (SAL Section III-B1):
 4. SC = AC x CD (Eq. 5).
 
 :func:`run` (settings: :class:`CoarseConfig`) stores them as score columns ``f1``, ``f``, ``ac``,
-``cd``, ``sc`` and map kind ``reference`` (H).  Work runs in worker processes that read the store
-themselves; results go to a work area (``salcurate.data.workarea``) so that a killed run resumes,
-and reach the store in one transaction.
+``cd``, ``sc`` and map kind ``reference`` (H); for a proxy set other than the imported one they
+carry its name (``sc:cam``, ``reference:cam``, see ``salcurate.data.store.proxy_column``).
+Work runs in worker processes that read the store themselves; results go to a work area
+(``salcurate.data.workarea``) so that a killed run resumes, and reach the store in one transaction.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class CoarseConfig:
     saved with them; the store and the ``run_only`` settings only say how to run."""
 
     store: str = store_setting()
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     workers: int = setting(0, "Decoding threads (0 = all cores).", min=0, run_only=True)
     crf: bool = setting(False, "Refine reference masks with a dense CRF (needs the crf extra).", flag="--crf/--no-crf")
     b: float = setting(OBJECTNESS_B, "Objectness weight b in AC = F1 x F^b (Eq. 3); 0 switches it off.")
@@ -82,6 +84,8 @@ class CoarseConfig:
         d = to_dict(self)
         for k in ("store", *run_only_names(CoarseConfig)):
             d.pop(k)
+        if d["proxy"] in (None, store_mod.IMPORTED_PROXY):  # the imported set's columns keep their configs
+            d.pop("proxy")
         if d["saliency"] != Saliency.builtin:
             d.pop("max_objects")
         return d
@@ -129,12 +133,16 @@ def check_config(config: CoarseConfig) -> CoarseConfig:
 
 
 def resolve_config(config: CoarseConfig, store: store_mod.MaskStore) -> CoarseConfig:
-    """Check the config against the store and resolve ``saliency="auto"``."""
+    """Check the config against the store; resolve the proxy set and ``saliency="auto"``."""
     config = check_config(config)
-    has_proxy = store.has_map("proxy")
+    if config.proxy is None and not store.proxy_names():
+        raise StoreError(f"{store.path}: the store has no proxy masks; import them with "
+                         "`salcurate import ... --pseudo DIR` or make a set with `salcurate pseudo-label`")
+    proxy = store.resolve_proxy(config.proxy)
+    has_proxy = store.has_map(proxy)
     if not has_proxy.any():
-        raise StoreError(f"{store.path}: the store has no proxy masks; "
-                         "import them with `salcurate import ... --pseudo DIR`")
+        raise StoreError(f"{store.path}: the set of proxies {proxy!r} holds no masks; "
+                         "make it again with `salcurate pseudo-label`")
     no_tags = has_proxy & ~store.has_tags
     if no_tags.any():
         first = store.ids[int(np.flatnonzero(no_tags)[0])]
@@ -164,7 +172,7 @@ def resolve_config(config: CoarseConfig, store: store_mod.MaskStore) -> CoarseCo
             f"saliency='store' was asked for; import the maps (`salcurate import ... --saliency DIR`) or pass "
             f"saliency='builtin' ({builtin_hint})"
         )
-    return dataclasses.replace(config, saliency=saliency)
+    return dataclasses.replace(config, saliency=saliency, proxy=proxy)
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,7 +230,7 @@ def _score_indices(indices: Sequence[int]) -> list[tuple[int, np.ndarray, np.nda
         # Pillow, not torchvision: the same pixels, and a worker need not load torch (~700 MB)
         image = decode_image(data, backend="pillow") if needs_rgb(config) else None
         sal = st.map("saliency", i) if config.saliency == "store" else None
-        values, h = score_arrays(image, edges, st.map("proxy", i), sal, config)
+        values, h = score_arrays(image, edges, st.map(config.proxy, i), sal, config)
         out.append((i, values, np.packbits(h.reshape(-1))))
     return out
 
@@ -281,18 +289,19 @@ def _run(path: Path, config: CoarseConfig, todo: np.ndarray, workers: int,
 # ----------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------
-def _names(store: store_mod.MaskStore, scoring: dict[str, Any], overwrite: bool) -> tuple[str, bool]:
+def _names(store: store_mod.MaskStore, scoring: dict[str, Any], overwrite: bool, proxy: str) -> tuple[str, bool]:
     """The column suffix to use, and whether complete results with this config exist."""
     existing = store.score_names()
-    has_proxy = store.has_map("proxy")
+    has_proxy = store.has_map(proxy)
+    sc = store_mod.proxy_column("sc", proxy)
 
     def matches(suffix: str) -> bool:
-        return f"sc{suffix}" in existing and store.score_meta(f"sc{suffix}").get("config") == scoring
+        return f"{sc}{suffix}" in existing and store.score_meta(f"{sc}{suffix}").get("config") == scoring
 
     def complete(suffix: str) -> bool:
-        return bool(np.all(~np.isnan(store.score(f"sc{suffix}")[has_proxy])))
+        return bool(np.all(~np.isnan(store.score(f"{sc}{suffix}")[has_proxy])))
 
-    if "sc" not in existing or overwrite:
+    if sc not in existing or overwrite:
         return "", False
     if matches(""):
         return "", complete("")
@@ -315,14 +324,15 @@ def run(config: CoarseConfig, *, events: Events | None = None) -> CoarseResult:
     path = Path(config.store)
     with store_mod.MaskStore(path) as st:
         config = resolve_config(config, st)
+        proxy = config.proxy
         scoring = config.scoring()
-        suffix, complete = _names(st, scoring, config.overwrite)
-        names = {c: f"{c}{suffix}" for c in COLUMNS}
-        ref_name = f"{REFERENCE}{suffix}"
-        has_proxy = st.has_map("proxy")
+        suffix, complete = _names(st, scoring, config.overwrite, proxy)
+        names = {c: f"{store_mod.proxy_column(c, proxy)}{suffix}" for c in COLUMNS}
+        ref_name = f"{store_mod.proxy_column(REFERENCE, proxy)}{suffix}"
+        has_proxy = st.has_map(proxy)
         ids = st.ids
         sizes = np.where(has_proxy, st.heights * st.widths, 0)
-        cd = metrics.class_distribution(st.class_histogram("proxy"), st.tags)
+        cd = metrics.class_distribution(st.class_histogram(proxy), st.tags)
     if complete:
         log.info("%s with this config is complete in %s; nothing to do", names["sc"], path)
         return CoarseResult(names, ref_name, scoring, 0, 0, int((~has_proxy).sum()), True,

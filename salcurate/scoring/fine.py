@@ -3,7 +3,8 @@
 A small network (Table I, ``salcurate.nn.scorer``), trained by ``train-scorer``
 (``salcurate.training.scorer``) to predict a mask's AC from the image and the mask, gives P for
 every proxy; the fine score is SF = P x CD (Eq. 7, :func:`salcurate.scoring.metrics.fine_score`).
-:func:`run` is the ``score-fine`` command; like ``score-coarse`` it resumes a killed run.
+:func:`run` is the ``score-fine`` command; like ``score-coarse`` it resumes a killed run.  For a
+proxy set other than the imported one the columns carry its name (``p:cam``, ``sf:cam``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ TRAIN_COMMAND = "train-scorer"
 SCORE_COMMAND = "score-fine"
 
 
-def coarse_columns(st: store_mod.MaskStore, suffix: str) -> tuple[str, str, str, dict[str, Any]]:
-    """The names of the AC, CD and reference columns with ``suffix`` ("" or "@1a2b3c"), and the
-    config that made them."""
-    ac, cd, ref = f"ac{suffix}", f"cd{suffix}", f"reference{suffix}"
+def coarse_columns(st: store_mod.MaskStore, suffix: str, proxy: str) -> tuple[str, str, str, dict[str, Any]]:
+    """The names of the AC, CD and reference columns of proxy set ``proxy`` with ``suffix``
+    ("" or "@1a2b3c"), and the config that made them."""
+    ac, cd, ref = (f"{store_mod.proxy_column(base, proxy)}{suffix}" for base in ("ac", "cd", "reference"))
     if ac not in st.score_names() or ref not in st.map_names():
-        raise StoreError(f"{st.path}: no coarse scores {ac!r} with reference masks {ref!r}; "
-                         "run `salcurate score-coarse` first")
+        run = "`salcurate score-coarse`" + ("" if proxy == store_mod.IMPORTED_PROXY else f" for proxies {proxy!r}")
+        raise StoreError(f"{st.path}: no coarse scores {ac!r} with reference masks {ref!r}; run {run} first")
     return ac, cd, ref, st.score_meta(ac).get("config") or {}
 
 
@@ -58,6 +59,7 @@ class ScoreFineConfig:
     """Settings of ``score-fine``; the scorer's file hash and input size are what the scores depend on."""
 
     store: str = store_setting()
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     scorer: str | None = setting(None, "Scorer checkpoint (default models/scorer.pt).")
     batch_size: int = setting(32, "Images per forward pass.")
     device: Device = setting(Device.auto, "auto (CUDA when present), cpu or cuda.")
@@ -68,8 +70,8 @@ class ScoreFineConfig:
 
 
 class _FineItems:  # a map-style dataset for torch's DataLoader (no torch import at module level)
-    def __init__(self, store_path: str, indices: np.ndarray, size: int) -> None:
-        self.store_path, self.indices, self.size = store_path, indices, size
+    def __init__(self, store_path: str, proxy: str, indices: np.ndarray, size: int) -> None:
+        self.store_path, self.proxy, self.indices, self.size = store_path, proxy, indices, size
         self._store: Any = None
 
     def __len__(self) -> int:
@@ -82,7 +84,7 @@ class _FineItems:  # a map-style dataset for torch's DataLoader (no torch import
         if self._store is None:
             self._store = store_mod.MaskStore(self.store_path)
         i = int(self.indices[k])
-        b, _ = foreground(self._store.map("proxy", i))
+        b, _ = foreground(self._store.map(self.proxy, i))
         img, (m,) = resize_pair(self._store.image(i), [b], self.size)
         return i, network_input(img, m)
 
@@ -121,22 +123,27 @@ def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
     if config.workers < 0:
         raise InputError(f"workers must be 0 (load in this process) or more, got {config.workers}", param="workers")
     device = resolve_device(config.device)
-    model, scfg, info = load_checkpoint(scorer_path)
-    digest = hashlib.sha256(scorer_path.read_bytes()).hexdigest()[:12]
-    scoring = {"scorer": str(scorer_path), "scorer_sha256": digest, "input_size": scfg.input_size,
-               "coarse": config.coarse}
     with store_mod.MaskStore(path) as st:
-        _, cd_name, _, _ = coarse_columns(st, config.coarse)
+        proxy = st.resolve_proxy(config.proxy)
+        config = dataclasses.replace(config, proxy=proxy)
+        model, scfg, info = load_checkpoint(scorer_path)
+        digest = hashlib.sha256(scorer_path.read_bytes()).hexdigest()[:12]
+        scoring = {"scorer": str(scorer_path), "scorer_sha256": digest, "input_size": scfg.input_size,
+                   "coarse": config.coarse}
+        if proxy != store_mod.IMPORTED_PROXY:  # the imported set's columns keep their configs
+            scoring["proxy"] = proxy
+        _, cd_name, _, _ = coarse_columns(st, config.coarse, proxy)
         cd = st.score(cd_name)
-        has_proxy = st.has_map("proxy")
+        has_proxy = st.has_map(proxy)
         ids = st.ids
         suffix = ""
         existing = st.score_names()
-        if "sf" in existing and not config.overwrite:
-            meta = {k: v for k, v in (st.score_meta("sf").get("config") or {}).items() if k != "scorer"}
+        sf_name = store_mod.proxy_column("sf", proxy)
+        if sf_name in existing and not config.overwrite:
+            meta = {k: v for k, v in (st.score_meta(sf_name).get("config") or {}).items() if k != "scorer"}
             if meta != {k: v for k, v in scoring.items() if k != "scorer"}:
                 suffix = f"@{config_hash(scoring)}"
-        names = {"p": f"p{suffix}", "sf": f"sf{suffix}"}
+        names = {c: f"{store_mod.proxy_column(c, proxy)}{suffix}" for c in ("p", "sf")}
         if names["sf"] in existing and not config.overwrite:
             done_before = ~np.isnan(st.score(names["sf"])[has_proxy])
             if done_before.all():
@@ -149,7 +156,7 @@ def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
         todo = np.flatnonzero(has_proxy & ~area.done)
         resumed = int((area.done & has_proxy).sum())
         events.start(int(has_proxy.sum()), resumed)
-        loader = DataLoader(_FineItems(str(path), todo, scfg.input_size), batch_size=config.batch_size,
+        loader = DataLoader(_FineItems(str(path), proxy, todo, scfg.input_size), batch_size=config.batch_size,
                             num_workers=config.workers, pin_memory=amp)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             for idx, x in loader:

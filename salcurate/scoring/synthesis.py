@@ -212,8 +212,9 @@ class ScorerTrainingSet:
     """
 
     def __init__(self, store_path: str, table: np.ndarray, *, size: int, ac: np.ndarray,
-                 reference: str, b: float, formula: str) -> None:
+                 reference: str, b: float, formula: str, proxy: str = "proxy") -> None:
         self.store_path = store_path
+        self.proxy = proxy  # the proxy set whose masks B are scored
         self.table = table
         self.size = size
         self.ac = np.asarray(ac, dtype=np.float32)
@@ -235,7 +236,7 @@ class ScorerTrainingSet:
             self._store = MaskStore(self.store_path)
         st = self._store
         image = st.image(i)
-        b, _ = metrics.foreground(st.map("proxy", i))
+        b, _ = metrics.foreground(st.map(self.proxy, i))
         ref = st.map(self.reference, i)
         img, (bm, rm) = resize_pair(image, [b, ref], self.size)
         return img, bm, rm

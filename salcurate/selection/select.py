@@ -84,6 +84,7 @@ class SelectConfig:
     """Settings of ``select``; saved as the selection's rule."""
 
     store: str = store_setting()
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     by: str = setting("sf", "Score column: sf (fine), sc (coarse) or any other.")
     tau: float | None = setting(None, "Keep masks whose score >= tau (Eq. 9).")
     top_k: int | None = setting(None, "Keep at most the K best masks.")
@@ -93,8 +94,10 @@ class SelectConfig:
     overwrite: bool = setting(False, "Replace an existing selection of this name.")
     sweep: bool = setting(False, "Show NoS for the paper's taus (Table IV).")
 
-    def default_name(self) -> str:
-        parts = [self.by]
+    def default_name(self, column: str | None = None) -> str:
+        """The selection's name from the score ``column`` (default ``by``; ``sf:cam`` for the
+        column of proxy set ``cam``) and the rule: ``sf_tau0.55``, ``sf:cam_tau0.55``."""
+        parts = [column or self.by]
         if self.tau is not None:
             parts.append(f"tau{self.tau:g}")
         if self.top_k is not None:
@@ -119,9 +122,10 @@ class SelectResult(Result):
 
 def _score_for(st: store_mod.MaskStore, by: str) -> np.ndarray:
     if by not in st.score_names():
+        base = by.partition(":")[0] if "@" not in by else by  # sf:cam is made as sf is
         hint = {"sf": "run `salcurate score-fine` first (or select by sc after `salcurate score-coarse`)",
                 "sc": "run `salcurate score-coarse` first"}.get(
-            by, f"choose one of: {', '.join(st.score_names()) or 'none yet; run `salcurate score-coarse`'}")
+            base, f"choose one of: {', '.join(st.score_names()) or 'none yet; run `salcurate score-coarse`'}")
         raise StoreError(f"{st.path}: no score {by!r} in the store; {hint}", param="by")
     return st.score(by)
 
@@ -134,9 +138,11 @@ def run(config: SelectConfig, *, events: Events | None = None) -> SelectResult:
         raise InputError("give tau (keep scores >= tau) or top_k, or sweep to see what the paper's taus keep",
                          param=("tau", "top_k", "sweep"))
     with store_mod.MaskStore(path) as st:
-        scores = _score_for(st, config.by)
+        by, proxy = st.resolve_column(config.by, config.proxy)
+        config = dataclasses.replace(config, proxy=proxy)
+        scores = _score_for(st, by)
         classes = st.tags
-        name = config.name or config.default_name()
+        name = config.name or config.default_name(by)
         if not (config.dry_run or (config.tau is None and config.top_k is None)):
             if name in st.selection_names() and not config.overwrite:
                 raise StoreError(f"{path}: selection {name!r} exists already; pass overwrite or choose another name",
@@ -150,12 +156,12 @@ def run(config: SelectConfig, *, events: Events | None = None) -> SelectResult:
         weights = select_weights(scores, tau=config.tau, top_k=config.top_k, min_per_class=config.min_per_class,
                                  classes=classes)
         after = per_class_counts(weights, classes).tolist()
-        score_config = st.score_meta(config.by).get("config")
+        score_config = st.score_meta(by).get("config")
         n, class_names = len(st), st.class_names
     written = False
     if not config.dry_run:
-        rule = {"by": config.by, "tau": config.tau, "top_k": config.top_k, "min_per_class": config.min_per_class,
-                "score_config": score_config, "kept": int(weights.sum())}
+        rule = {"by": by, "proxy": proxy, "tau": config.tau, "top_k": config.top_k,
+                "min_per_class": config.min_per_class, "score_config": score_config, "kept": int(weights.sum())}
         with store_mod.transaction(path, command="select", config=to_dict(config), started=started) as tx:
             tx.put_selection(name, weights, rule=rule, command="select", overwrite=config.overwrite)
         written = True

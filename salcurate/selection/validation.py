@@ -39,6 +39,7 @@ class EvaluateScoresConfig:
     """Settings of ``evaluate-scores``."""
 
     store: str = store_setting()
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     score: str = setting("sc", "Score column to judge, e.g. sc or sf.")
     plot: str | None = setting(None, "Write a scatter plot PNG of score against true quality.")
     bad_below: float = setting(0.5, "A mask is bad when its true quality is below this.")
@@ -50,7 +51,7 @@ class EvaluateScoresConfig:
 class EvaluateScoresResult(Result):
     """How well score ``score`` predicts true quality; statistics that are undefined are None."""
 
-    score: str
+    score: str  # the column judged (sc:cam for score sc of proxy set cam)
     samples: int
     pearson: float | None
     spearman: float | None
@@ -63,12 +64,13 @@ class EvaluateScoresResult(Result):
     mean_miou_all: float | None
     taus: list[dict[str, Any]]
     plot: str | None
+    proxy: str = store_mod.IMPORTED_PROXY  # the proxy set judged
 
 
-def true_quality_of_store(st: store_mod.MaskStore, *, events: Events | None = None,
-                          miou: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """AGT and proxy mIoU per sample: ``(N,)`` float each, NaN without proxy or ground truth
-    (and mIoU all NaN with ``miou=False``, which saves most of the time).
+def true_quality_of_store(st: store_mod.MaskStore, *, events: Events | None = None, miou: bool = True,
+                          proxy: str = store_mod.IMPORTED_PROXY) -> tuple[np.ndarray, np.ndarray]:
+    """AGT and mIoU of proxy set ``proxy`` per sample: ``(N,)`` float each, NaN without proxy or
+    ground truth (and mIoU all NaN with ``miou=False``, which saves most of the time).
 
     ``events.advance(n)`` reports the samples done (in steps of 64).
     """
@@ -76,13 +78,13 @@ def true_quality_of_store(st: store_mod.MaskStore, *, events: Events | None = No
     n = len(st)
     agt = np.full(n, np.nan)
     mious = np.full(n, np.nan)
-    both = np.flatnonzero(st.has_map("proxy") & st.has_map("gt"))
+    both = np.flatnonzero(st.has_map(proxy) & st.has_map("gt"))
     gts = st.iter_maps("gt", both)
-    for k, (i, proxy) in enumerate(st.iter_maps("proxy", both)):
+    for k, (i, labels) in enumerate(st.iter_maps(proxy, both)):
         _, gt = next(gts)
-        agt[i] = true_quality(proxy, gt)
+        agt[i] = true_quality(labels, gt)
         if miou:
-            mious[i] = proxy_miou(proxy, gt, st.num_classes)
+            mious[i] = proxy_miou(labels, gt, st.num_classes)
         if k % 64 == 63:
             events.advance(64)
     if len(both) % 64:
@@ -100,18 +102,19 @@ def run(config: EvaluateScoresConfig, *, events: Events | None = None) -> Evalua
     if not 0 < config.bad_below < 1:
         raise InputError(f"bad_below must be in (0, 1), got {config.bad_below}", param="bad_below")
     with store_mod.MaskStore(config.store) as st:
-        if config.score not in st.score_names():
+        column, proxy = st.resolve_column(config.score, config.proxy)
+        if column not in st.score_names():
             have = ", ".join(st.score_names()) or "none; run `salcurate score-coarse`"
-            raise StoreError(f"{st.path}: no score {config.score!r} in the store (it has: {have})")
-        score = st.score(config.score).astype(np.float64)
-        usable = st.has_map("proxy") & st.has_map("gt") & ~np.isnan(score)
+            raise StoreError(f"{st.path}: no score {column!r} in the store (it has: {have})")
+        score = st.score(column).astype(np.float64)
+        usable = st.has_map(proxy) & st.has_map("gt") & ~np.isnan(score)
         if usable.sum() < 2:
             raise StoreError(
-                f"{st.path}: {int(usable.sum())} samples have both a score {config.score!r} and ground truth; "
+                f"{st.path}: {int(usable.sum())} samples have both a score {column!r} and ground truth; "
                 "evaluate-scores needs ground truth: import it with `salcurate import ... --gt DIR`"
             )
-        events.start(int((st.has_map("proxy") & st.has_map("gt")).sum()))
-        agt, miou = true_quality_of_store(st, events=events)
+        events.start(int((st.has_map(proxy) & st.has_map("gt")).sum()))
+        agt, miou = true_quality_of_store(st, events=events, proxy=proxy)
     s, q, m = score[usable], agt[usable], miou[usable]
     figures = {
         "pearson": pearson(s, q),
@@ -122,12 +125,12 @@ def run(config: EvaluateScoresConfig, *, events: Events | None = None) -> Evalua
         "mean_quality_all": float(q.mean()),
         "mean_miou_all": float(m.mean()),
     }
-    result = EvaluateScoresResult(score=config.score, samples=int(usable.sum()), bad_below=config.bad_below,
+    result = EvaluateScoresResult(score=column, proxy=proxy, samples=int(usable.sum()), bad_below=config.bad_below,
                                   bad=int((q < config.bad_below).sum()),
                                   taus=_json_safe(kept_quality(s, q, config.taus)),
                                   plot=None, **_json_safe(figures))
     if config.plot:
-        plot = scatter_plot(Path(config.plot), s, q, config.score, result)
+        plot = scatter_plot(Path(config.plot), s, q, column, result)
         result = dataclasses.replace(result, plot=str(plot))
     return result
 

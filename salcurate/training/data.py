@@ -47,7 +47,7 @@ class TrainingPlan:
 
     indices: np.ndarray  # store index of each drawable sample
     weights: np.ndarray  # w_i (Eq. 9): 1 kept, 0 dropped; 1 for strong samples
-    label_kind: np.ndarray  # "proxy" or "gt" (strong samples) per row, as object array
+    label_kind: np.ndarray  # the proxy set's map kind ("proxy", "cam") or "gt" (strong samples) per row, object array
     tags: np.ndarray  # (M, C) bool
     has_tags: np.ndarray  # (M,) bool
     counts: dict[str, int]  # what was found: split size, with proxy, kept, strong, drawable
@@ -57,13 +57,15 @@ class TrainingPlan:
 
 
 def plan_training(st: store_mod.MaskStore, *, split: str, selection: str | None, sample: str = "selected",
-                  use_strong: bool = True) -> TrainingPlan:
+                  use_strong: bool = True, proxy: str = store_mod.IMPORTED_PROXY) -> TrainingPlan:
     """Which samples of ``split`` a retraining draws, with their weights and label maps.
 
     ``selection``: a selection name in the store (w_i from it) or None (P2: every proxy, w = 1).
     ``sample="selected"``: draw only images with w_i > 0 (the authors' code); ``"all"``: draw
     every image with a proxy, L_sel weighted by w_i (the literal Eq. 13).  Strong samples
     (imported with ground truth as strong samples) use their ground truth with w = 1.
+    ``proxy``: the proxy set whose maps are the labels (a resolved name, see
+    ``MaskStore.resolve_proxy``).
     """
     if sample not in SAMPLE_MODES:
         raise InputError(f"sample must be one of {', '.join(SAMPLE_MODES)}, got {sample!r}", param="sample")
@@ -71,7 +73,7 @@ def plan_training(st: store_mod.MaskStore, *, split: str, selection: str | None,
     if not in_split.any():
         raise InputError(f"{st.path}: no samples in split {split!r} (the store has: {', '.join(st.split_names())}); "
                          "choose one of those", param="split")
-    has_proxy = st.has_map("proxy")
+    has_proxy = st.has_map(proxy)
     strong = st.strong & st.has_map("gt") & bool(use_strong)
     if selection is None:
         w = np.ones(len(st), np.float32)
@@ -89,7 +91,7 @@ def plan_training(st: store_mod.MaskStore, *, split: str, selection: str | None,
     idx = np.flatnonzero(draw)
     counts = {"split": int(in_split.sum()), "with_proxy": int((in_split & has_proxy).sum()), "kept": int(kept.sum()),
               "strong": int((in_split & strong).sum()), "drawable": int(len(idx))}
-    return TrainingPlan(indices=idx, weights=w[idx], label_kind=np.where(strong[idx], "gt", "proxy").astype(object),
+    return TrainingPlan(indices=idx, weights=w[idx], label_kind=np.where(strong[idx], "gt", proxy).astype(object),
                         tags=st.tags[idx].astype(bool), has_tags=st.has_tags[idx].astype(bool), counts=counts)
 
 

@@ -46,16 +46,39 @@ DATA_KEYS: tuple[str, ...] = ("store_ids",)
 # ------------------------------------------------------------------------------------------
 # Device and precision
 # ------------------------------------------------------------------------------------------
+def cuda_bf16_supported() -> bool:
+    """Whether the current CUDA GPU computes in bf16 natively (not emulated: compute capability 8.0+)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch without the including_emulation argument
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def _gpu_name(device: torch.device) -> str:
+    try:
+        return f"the GPU {torch.cuda.get_device_name(device)}"
+    except Exception:  # no CUDA driver here (tests that pretend a GPU)
+        return "this GPU"
+
+
 class Precision:
     """Where and in which numerics a run computes.
 
     ``amp``: bf16 autocast of the forward pass (losses stay float32); ``channels_last``: 4-d
-    tensors in NHWC memory format.  Both default to on for CUDA and off elsewhere.
+    tensors in NHWC memory format.  Both default to on for CUDA and off elsewhere; ``amp`` stays
+    off by default on a GPU without bf16, and asking for it there is an InputError.
     """
 
     def __init__(self, device: torch.device, *, amp: bool | None = None, channels_last: bool | None = None) -> None:
         self.device = device
-        self.amp = bool(amp) if amp is not None else device.type == "cuda"
+        bf16 = device.type != "cuda" or cuda_bf16_supported()
+        if amp and not bf16:
+            raise InputError(f"bf16 autocast (amp) was asked for, but {_gpu_name(device)} has no bf16 support "
+                             "(compute capability 8.0 or newer); drop amp to compute in float32", param="amp")
+        # the default: on for CUDA, where the GPU computes in bf16 (else float32, with a note)
+        self.amp = bool(amp) if amp is not None else device.type == "cuda" and bf16
+        if amp is None and not bf16:
+            log.info("%s has no bf16 support: computing in float32", _gpu_name(device))
         self.channels_last = bool(channels_last) if channels_last is not None else device.type == "cuda"
 
     def autocast(self) -> Any:

@@ -105,6 +105,7 @@ class RetrainConfig:
     store: str = store_setting()
     selection: str | None = setting(None, "Selection to train on (from `salcurate select`); none = every proxy (P2).")
     output: str | None = setting(None, "Run folder (default runs/SELECTION).", short="-o", run_only=True)
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     backbone: Backbone = setting(Backbone.vgg16, "vgg16, resnet101, resnet50 or resnet18.")
     backbone_weights: str = setting("imagenet", "imagenet (from the local torch cache), a .pth file, or none (random).")
     sample: Sample = setting(Sample.selected, "selected: draw only kept images (paper); all: every image, L_sel "
@@ -220,9 +221,31 @@ def run(config: RetrainConfig, *, events: Events | None = None) -> RetrainResult
     started = time.time()
     config = config.resolved()
     _check(config)
+    config = resolve_proxy(config)
     with ddp.session(resolve_device(config.device)) as (info, device):
         precision = Precision(device, amp=config.amp, channels_last=config.channels_last)
         return _Trainer(config, precision, info, events or NO_EVENTS).train(started)
+
+
+def resolve_proxy(config: RetrainConfig) -> RetrainConfig:
+    """The config with its proxy set resolved: the one named; by default the set the selection was
+    made from (its rule records it), else the store's default (the imported set, or the only one).
+    The imported set chosen by default stays None, so configs and checkpoints of runs on the
+    imported proxies read as before."""
+    selection = config.selection_name
+    with store_mod.MaskStore(config.store) as st:
+        made_from = None
+        if selection is not None and selection in st.selection_names():
+            made_from = (st.selection_meta(selection).get("rule") or {}).get("proxy")
+        proxy = st.resolve_proxy(config.proxy if config.proxy is not None else made_from)
+    if made_from is not None and proxy != made_from:
+        # set names in brackets: the CLI writes the word for the setting as its flag
+        raise InputError(f"selection {selection!r} was made from the proxies [{made_from}], not [{proxy}]; leave "
+                         f"proxy out to train on [{made_from}] or choose a selection made from [{proxy}]",
+                         param="proxy")
+    if config.proxy is None and proxy == store_mod.IMPORTED_PROXY:
+        return config
+    return dataclasses.replace(config, proxy=proxy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +266,7 @@ def _read_store(config: RetrainConfig) -> _StoreView:
             raise InputError(f"{st.path}: no selection {selection!r} (the store has: {have}); make one with "
                              "`salcurate select`, or choose selection none to train on every proxy")
         plan = plan_training(st, split=config.split, selection=selection, sample=config.sample,
-                             use_strong=config.use_strong)
+                             use_strong=config.use_strong, proxy=config.proxy or store_mod.IMPORTED_PROXY)
         val_idx = (validation_indices(st, config.val_split, config.val_limit) if config.val_split in st.split_names()
                    else np.empty(0, np.int64))
         max_side = int(max(st.heights[plan.indices].max(), st.widths[plan.indices].max()))

@@ -74,6 +74,7 @@ class TrainScorerConfig:
     """
 
     store: str = store_setting()
+    proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     output: str = setting("models/scorer.pt", "Checkpoint to write (a JSONL log goes beside it).", short="-o",
                           run_only=True)
     epochs: int = setting(SCORER_EPOCHS, f"Epochs (paper: {SCORER_EPOCHS}).", run_only=True)
@@ -155,8 +156,9 @@ class _Data:
 
 
 def _read_store(config: TrainScorerConfig) -> _Data:
+    proxy = config.proxy or store_mod.IMPORTED_PROXY
     with store_mod.MaskStore(config.store) as st:
-        ac_name, _, ref_name, coarse_cfg = coarse_columns(st, config.coarse)
+        ac_name, _, ref_name, coarse_cfg = coarse_columns(st, config.coarse, proxy)
         ac = st.score(ac_name)
         table = synthesis.plan_training_set(ac, config.synthesis)
         train_rows, val_rows = synthesis.split_train_val(table, len(st), config.synthesis.val_fraction, config.seed)
@@ -165,7 +167,7 @@ def _read_store(config: TrainScorerConfig) -> _Data:
         raise InputError(f"the training set has {len(train_rows)} items, fewer than batch_size {config.batch_size}; "
                          "lower batch_size or raise scale", param=("batch_size", "scale"))
     common = dict(size=config.input_size, ac=ac, reference=ref_name, b=float(coarse_cfg.get("b", 0.1)),
-                  formula=str(coarse_cfg.get("ac_formula", "standard")))
+                  formula=str(coarse_cfg.get("ac_formula", "standard")), proxy=proxy)
     return _Data(ScorerTrainingSet(str(config.store), train_rows, **common),
                  ScorerTrainingSet(str(config.store), val_rows, **common), coarse_cfg, store_ids)
 
@@ -232,6 +234,10 @@ def run(config: TrainScorerConfig, *, events: Events | None = None) -> TrainScor
     """
     started = time.time()
     config = _check(config)
+    with store_mod.MaskStore(config.store) as st:
+        proxy = st.resolve_proxy(config.proxy)
+    if config.proxy is not None or proxy != store_mod.IMPORTED_PROXY:  # None: the imported set, as before
+        config = dataclasses.replace(config, proxy=proxy)
     return _ScorerTraining(config, Precision(resolve_device(config.device)), events or NO_EVENTS).train(started)
 
 
