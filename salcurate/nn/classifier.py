@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from salcurate._version import __version__
 from salcurate.errors import InputError
 from salcurate.nn.fileio import atomic_torch_save
-from salcurate.nn.salnet import BACKBONES, MODEL_FORMAT, build_backbone
+from salcurate.nn.salnet import BACKBONES, MODEL_FORMAT, FrozenBatchNorm, build_backbone
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class ClassifierOutput(NamedTuple):
     cams: Tensor  # (B, C, h, w): M_c at output stride 8 (raw: not rectified, not normalized)
 
 
-class TagClassifier(nn.Module):
+class TagClassifier(FrozenBatchNorm):
     """Backbone -> bias-free 1x1 conv to C class maps -> GAP: ``(B, 3, H, W) -> ClassifierOutput``.
 
     ``logits (B, C)`` and ``cams (B, C, ~H/8, ~W/8)``; the logits are the spatial means of the
@@ -126,23 +126,6 @@ class TagClassifier(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.01)  # the repository's head initialization (DeepLab-v2)
         self.bn_frozen = False
         self.set_bn_frozen(config.freeze_bn if config.freeze_bn is not None else backbone_weights != "none")
-
-    def set_bn_frozen(self, frozen: bool) -> None:
-        """Fix (or free) the backbone's batch-norm statistics and affine parameters."""
-        self.bn_frozen = bool(frozen)
-        for m in self.backbone.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                for p in m.parameters():
-                    p.requires_grad_(not self.bn_frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> TagClassifier:
-        super().train(mode)
-        if mode and self.bn_frozen:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
 
     def forward(self, x: Tensor) -> ClassifierOutput:
         cams = self.classifier(self.backbone(x))

@@ -326,7 +326,32 @@ class SALNetOutput(NamedTuple):
         return torch.softmax(self.attended.float(), dim=1)
 
 
-class SALNet(nn.Module):
+class FrozenBatchNorm(nn.Module):
+    """A model with a ``backbone`` whose batch norm can be fixed: statistics in eval mode and affine
+    parameters without gradient (DeepLab's practice when starting from ImageNet weights)."""
+
+    bn_frozen: bool = False
+    backbone: nn.Module
+
+    def set_bn_frozen(self, frozen: bool) -> None:
+        """Fix (or free) the backbone's batch-norm statistics and affine parameters."""
+        self.bn_frozen = bool(frozen)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                for p in m.parameters():
+                    p.requires_grad_(not self.bn_frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> FrozenBatchNorm:
+        super().train(mode)
+        if mode and self.bn_frozen:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+
+class SALNet(FrozenBatchNorm):
     """SAL-Net: backbone -> ASPP (segmentation) + classification branch, joined by attention."""
 
     def __init__(self, config: SALNetConfig, *, backbone_weights: str = "none") -> None:
@@ -340,23 +365,6 @@ class SALNet(nn.Module):
                            else ClassificationBranch(channels, config.num_classes, dilations=config.class_dilations))
         self.bn_frozen = False
         self.set_bn_frozen(config.freeze_bn if config.freeze_bn is not None else backbone_weights != "none")
-
-    def set_bn_frozen(self, frozen: bool) -> None:
-        """Fix (or free) the backbone's batch-norm statistics and affine parameters."""
-        self.bn_frozen = bool(frozen)
-        for m in self.backbone.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                for p in m.parameters():
-                    p.requires_grad_(not self.bn_frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> SALNet:
-        super().train(mode)
-        if mode and self.bn_frozen:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
 
     def forward(self, x: Tensor) -> SALNetOutput:
         features = self.backbone(x)
