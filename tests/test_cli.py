@@ -451,7 +451,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert summary["num_samples"] == 48
     assert sum(summary["splits"].values()) == 48
     assert list(summary["proxies"]) == ["cam"]  # the proxies come from the tags (pseudo-label)
-    assert {"sc:cam", "sf:cam", "p:cam"} <= set(summary["scores"]) and "sf:cam_tau0.55" in summary["selections"]
+    assert {"sc:cam", "sf:cam", "p:cam"} <= set(summary["scores"]) and "sf:cam_best_half" in summary["selections"]
     assert (folder / "runs" / "pseudo-label" / "backbone.pth").is_file() and (folder / "miou.md").is_file()
 
 

@@ -19,13 +19,13 @@
    and the mean of the per-image mIoUs).
 
 Training recipe (Ahn, Cho, Kwak, "Weakly Supervised Learning of Instance Segmentation with
-Inter-pixel Relations", CVPR 2019, ``train_cam``): ResNet-50 at output stride 8 (here 16 in IRN;
+Inter-pixel Relations", CVPR 2019, ``train_cam``): ResNet-50 (at output stride 16 in IRN; here
 SAL-Net's stride-8 backbones are reused), batch 16, 5 epochs, crops of 512 from images whose
 longer side is resized to 320-640 (0.625-1.25 x the crop) and flipped, weight decay 1e-4, the
 poly schedule with power 0.9 and the classifier at 10x the backbone's rate.  IRN's learning rate
 is 0.1 with plain SGD (its optimizer passes no momentum); with momentum 0.9 the same step size is
 0.01, the default here.  CAM inference is IRN's too: scales 1.0, 0.5, 1.5, 2.0 with flips and a
-background threshold of 0.15.
+background threshold of 0.15.  On the CPU, small CAM inputs run on one thread (:func:`_make_proxies`).
 
 Files under ``config.output``: ``classifier.pt`` (the checkpoint after each epoch, and the final
 classifier; ``salcurate.nn.classifier.load_classifier`` reads it), ``backbone.pth`` (the trained
