@@ -479,7 +479,7 @@ def test_demo_steps_go_from_tags_to_salnet(tmp_path: Path) -> None:
     steps = demo_commands(folder, DemoConfig(num_images=8))
     names = [" ".join(s[:2]) if s[0] == "import" else s[0] for s in steps]
     assert names == ["import voc", "info", "pseudo-label", "score-coarse", "evaluate-scores", "train-scorer",
-                     "score-fine", "evaluate-scores", "select", "export", "report", "retrain", "evaluate"]
+                     "score-fine", "evaluate-scores", "select", "select", "export", "report", "retrain", "evaluate"]
     by_name = {" ".join(s[:2]) if s[0] == "import" else s[0]: s for s in steps}
     imported = by_name["import voc"]
     assert "--pseudo" not in imported  # no proxies on disk: they come from the tags
