@@ -428,6 +428,27 @@ class MaskStore:
         return [json.loads(s) for s in self._f["log/entries"].asstr()[:]]
 
 
+class StoreHandle:
+    """For datasets that data-loader workers read: the store opens on first use in each process.
+
+    An open HDF5 file cannot be pickled or shared across fork, so the handle is dropped when the
+    object is pickled and reopened by ``store`` in the process that uses it.  Subclasses set
+    ``store_path``.
+    """
+
+    store_path: str
+    _store: MaskStore | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}
+
+    @property
+    def store(self) -> MaskStore:
+        if self._store is None:
+            self._store = MaskStore(self.store_path)
+        return self._store
+
+
 def _attrs_json(obj: h5py.HLObject) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in obj.attrs.items():

@@ -69,23 +69,18 @@ class ScoreFineConfig:
     overwrite: bool = setting(False, "Replace existing fine scores made with another scorer.")
 
 
-class _FineItems:  # a map-style dataset for torch's DataLoader (no torch import at module level)
+class _FineItems(store_mod.StoreHandle):  # a map-style dataset for torch's DataLoader (no torch import at module level)
     def __init__(self, store_path: str, proxy: str, indices: np.ndarray, size: int) -> None:
         self.store_path, self.proxy, self.indices, self.size = store_path, proxy, indices, size
-        self._store: Any = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}
 
     def __getitem__(self, k: int) -> tuple[int, np.ndarray]:
-        if self._store is None:
-            self._store = store_mod.MaskStore(self.store_path)
         i = int(self.indices[k])
-        b, _ = foreground(self._store.map(self.proxy, i))
-        img, (m,) = resize_pair(self._store.image(i), [b], self.size)
+        b, _ = foreground(self.store.map(self.proxy, i))
+        img, (m,) = resize_pair(self.store.image(i), [b], self.size)
         return i, network_input(img, m)
 
 

@@ -14,11 +14,11 @@ when the data loader asks for it, so nothing is materialized in memory.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from salcurate.config import setting
+from salcurate.data.store import StoreHandle
 from salcurate.errors import InputError
 from salcurate.scoring import metrics
 
@@ -204,7 +204,7 @@ def recomputed_ac(image: np.ndarray, mask: np.ndarray, ref: np.ndarray, *, b: fl
     return metrics.boundary_accuracy(f1, f, b=b)
 
 
-class ScorerTrainingSet:
+class ScorerTrainingSet(StoreHandle):
     """A torch-style dataset of synthesized items, built from the store on demand.
 
     Each item: ``(x (4, S, S) float32, target float32)``.  A worker process opens its own
@@ -221,20 +221,13 @@ class ScorerTrainingSet:
         self.reference = reference
         self.b = b
         self.formula = formula
-        self._store: Any = None
 
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getstate__(self) -> dict[str, Any]:  # the store handle does not travel to workers
-        return {**self.__dict__, "_store": None}
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from salcurate.data.store import MaskStore
-
-        if self._store is None:
-            self._store = MaskStore(self.store_path)
-        st = self._store
+        st = self.store
         image = st.image(i)
         b, _ = metrics.foreground(st.map(self.proxy, i))
         ref = st.map(self.reference, i)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -175,7 +174,7 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
     return x.contiguous(), y.long().contiguous()
 
 
-class RetrainSet(Dataset):
+class RetrainSet(store_mod.StoreHandle, Dataset):
     """Training draws: ``(row, position) -> (image, labels, weight, tags, has_tags)``.
 
     Shapes: image ``(3, crop, crop)`` float32, labels ``(crop, crop)`` int64, weight ``()``
@@ -184,22 +183,14 @@ class RetrainSet(Dataset):
 
     def __init__(self, store_path: str, plan: TrainingPlan, aug: Augment, *, seed: int, rank: int = 0) -> None:
         self.store_path, self.plan, self.aug, self.seed, self.rank = store_path, plan, aug, seed, rank
-        self._store: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}
 
     def __len__(self) -> int:
         return len(self.plan)
 
-    def _st(self) -> store_mod.MaskStore:
-        if self._store is None:
-            self._store = store_mod.MaskStore(self.store_path)
-        return self._store
-
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         row, position = key
-        st = self._st()
+        st = self.store
         i = int(self.plan.indices[row])
         labels = st.map(str(self.plan.label_kind[row]), i)
         rng = np.random.default_rng([self.seed, 104729, self.rank, position])
@@ -208,21 +199,16 @@ class RetrainSet(Dataset):
                 torch.tensor(bool(self.plan.has_tags[row])))
 
 
-class EvalSet(Dataset):
+class EvalSet(store_mod.StoreHandle, Dataset):
     """Whole images with ground truth: ``k -> ((3, H, W) float32, (H, W) int64)``."""
 
     def __init__(self, store_path: str, indices: np.ndarray) -> None:
         self.store_path, self.indices = store_path, indices
-        self._store: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._store is None:
-            self._store = store_mod.MaskStore(self.store_path)
         i = int(self.indices[k])
-        return preprocess(self._store.image(i)), torch.from_numpy(self._store.map("gt", i).astype(np.int64))
+        return preprocess(self.store.image(i)), torch.from_numpy(self.store.map("gt", i).astype(np.int64))

@@ -326,7 +326,7 @@ class _EpochSampler(Sampler):
         return self.num_rows
 
 
-class TagSet(Dataset):
+class TagSet(store_mod.StoreHandle, Dataset):
     """Training draws: ``(row, epoch) -> (image (3, size, size) float32, tags (C,) float32)``.
 
     The augmentation of a draw depends only on ``(seed, epoch, row)``, never on the worker that
@@ -337,43 +337,33 @@ class TagSet(Dataset):
                  scale_max: float, seed: int) -> None:
         self.store_path, self.indices, self.tags = store_path, indices, tags
         self.size, self.scale_min, self.scale_max, self.seed = size, scale_min, scale_max, seed
-        self._store: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         row, epoch = key
-        if self._store is None:
-            self._store = store_mod.MaskStore(self.store_path)
         i = int(self.indices[row])
         rng = np.random.default_rng([self.seed, 104729, epoch, row])
-        x = augment_image(self._store.image(i), rng, size=self.size, scale_min=self.scale_min,
+        x = augment_image(self.store.image(i), rng, size=self.size, scale_min=self.scale_min,
                           scale_max=self.scale_max)
         return x, torch.from_numpy(self.tags[i].astype(np.float32))
 
 
-class _ImageSet(Dataset):
+class _ImageSet(store_mod.StoreHandle, Dataset):
     """Whole images by position: ``k -> (store index, (H, W, 3) uint8 tensor)``."""
 
     def __init__(self, store_path: str, indices: np.ndarray) -> None:
         self.store_path, self.indices = store_path, indices
-        self._store: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> tuple[int, torch.Tensor]:
-        if self._store is None:
-            self._store = store_mod.MaskStore(self.store_path)
         i = int(self.indices[k])
-        return i, torch.from_numpy(np.ascontiguousarray(self._store.image(i)))
+        return i, torch.from_numpy(np.ascontiguousarray(self.store.image(i)))
 
 
 def _images(store_path: str, indices: np.ndarray, workers: int) -> Iterator[tuple[int, np.ndarray]]:
