@@ -353,6 +353,49 @@ def test_score_coarse_with_a_named_set(two_sets: Path) -> None:
         assert not np.array_equal(st.score("sc"), st.score("sc:cam"), equal_nan=True)
 
 
+def test_replacing_a_set_drops_what_was_computed_from_it(two_sets: Path) -> None:
+    """Bug report: after `pseudo-label --overwrite`, score-coarse said "already complete" and kept
+    the scores of the old proxies.  Replacing a set removes its columns, references and selections;
+    those of the other sets stay."""
+    assert_ok(invoke(["score-coarse", two_sets, "--workers", "1", "--proxy", "cam"]))
+    assert_ok(invoke(["score-coarse", two_sets, "--workers", "1"]))
+    assert_ok(invoke(["select", two_sets, "--by", "sc", "--proxy", "cam", "--tau", "0.3"]))
+    assert_ok(invoke(["select", two_sets, "--by", "sc", "--tau", "0.3"]))
+    with MaskStore(two_sets) as st:
+        old_sc = st.score("sc:cam")
+        kept = {n for n in st.selection_names() if ":cam" not in n}
+    new_maps = _cam_maps(two_sets, seed=7)
+    put_cam(two_sets, maps=new_maps, overwrite=True)
+    with MaskStore(two_sets) as st:
+        assert not [n for n in st.score_names() if n.endswith(":cam")]
+        assert "reference:cam" not in st.map_names() and "reference" in st.map_names()
+        assert set(st.selection_names()) == kept and kept
+        assert "sc" in st.score_names()
+    again = invoke(["score-coarse", two_sets, "--workers", "1", "--proxy", "cam"])
+    assert_ok(again)
+    assert "already complete" not in again.stdout
+    with MaskStore(two_sets) as st:
+        assert not np.array_equal(st.score("sc:cam"), old_sc, equal_nan=True)
+
+
+def test_a_killed_run_does_not_resume_on_a_replaced_set(two_sets: Path) -> None:
+    """The work area of a scoring run carries the set's stamp: partial results of the old
+    proxies are not resumed after the set is replaced."""
+    from salcurate.data.workarea import open_work_area
+
+    with MaskStore(two_sets) as st:
+        stamp = st.proxy_stamp("cam")
+    assert stamp
+    put_cam(two_sets, maps=_cam_maps(two_sets, seed=7), overwrite=True)
+    with MaskStore(two_sets) as st:
+        assert st.proxy_stamp("cam") not in ("", stamp)
+        ids = st.ids
+    with open_work_area(two_sets, "t", {"proxy_stamp": "a"}, ids=ids, columns=("x",)) as area:
+        area.write([0], np.ones((1, 1), np.float32), None)
+    with open_work_area(two_sets, "t", {"proxy_stamp": "b"}, ids=ids, columns=("x",)) as area:
+        assert not area.done.any()
+
+
 def test_select_evaluate_export_info_report_with_a_named_set(two_sets: Path, tmp_path: Path) -> None:
     from salcurate.selection.select import select_weights
     from salcurate.selection.validation import EvaluateScoresConfig

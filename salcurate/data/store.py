@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -284,6 +285,12 @@ class MaskStore:
     def map_meta(self, kind: str) -> dict[str, Any]:
         self._check_kind(kind)
         return _attrs_json(self._f[f"maps/{kind}"])
+
+    def proxy_stamp(self, proxy: str) -> str:
+        """Which write of proxy set ``proxy`` the store holds (empty for the imported set): work areas
+        of scores made from it carry the stamp, so that a replaced set never resumes old partial results."""
+        meta = self.map_meta(proxy)
+        return str(meta.get("uid") or meta.get("created", ""))
 
     def has_map(self, kind: str) -> np.ndarray:
         """``(N,)`` bool: which samples hold a map of this kind."""
@@ -740,10 +747,30 @@ class _Writable:
         g.attrs["config"] = json.dumps(config, sort_keys=True, default=str)
         g.attrs["command"] = command
         g.attrs["created"] = utc_now()
+        g.attrs["uid"] = uuid.uuid4().hex  # tells two writes of the set apart (see proxy_stamp)
         g.attrs["salcurate_version"] = __version__
         if name in groups:
             del groups[name]
+            self._drop_derived(name)
         groups.move(partial, name)
+
+    def _drop_derived(self, proxy: str) -> list[str]:
+        """Delete what was computed from proxy set ``proxy`` (its score columns, reference maps and
+        selections), so that replacing the set never leaves scores of the old proxies behind."""
+        f = self._f
+        dropped = [f"scores/{n}" for n in f["scores"] if column_proxy(n) == proxy]
+        dropped += [f"maps/{n}" for n in f["maps"]
+                    if column_proxy(n) == proxy and _attr_str(f[f"maps/{n}"], "role", "") != "proxy"]
+        for n in f["selections"]:
+            rule = json.loads(_attr_str(f[f"selections/{n}"], "rule", "{}") or "{}")
+            if rule.get("proxy") == proxy:
+                dropped.append(f"selections/{n}")
+        for key in dropped:
+            del f[key]
+        if dropped:
+            log.warning("replaced the set of proxies %r: removed what was computed from the old one (%s)", proxy,
+                        ", ".join(dropped))
+        return dropped
 
     # -- selections ------------------------------------------------------------------
     def put_selection(self, name: str, weights: np.ndarray, *, rule: dict[str, Any], command: str,

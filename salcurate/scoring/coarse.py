@@ -331,6 +331,7 @@ def run(config: CoarseConfig, *, events: Events | None = None) -> CoarseResult:
         ref_name = f"{store_mod.proxy_column(REFERENCE, proxy)}{suffix}"
         has_proxy = st.has_map(proxy)
         ids = st.ids
+        stamp = st.proxy_stamp(proxy)
         sizes = np.where(has_proxy, st.heights * st.widths, 0)
         cd = metrics.class_distribution(st.class_histogram(proxy), st.tags)
     if complete:
@@ -339,8 +340,8 @@ def run(config: CoarseConfig, *, events: Events | None = None) -> CoarseResult:
                             time.time() - started, None)
 
     workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
-    with open_work_area(path, COMMAND, {**scoring, "columns": names}, ids=ids, columns=WORKER_COLUMNS,
-                        mask_sizes=sizes) as area:
+    with open_work_area(path, COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
+                        columns=WORKER_COLUMNS, mask_sizes=sizes) as area:
         done = area.done | ~has_proxy
         todo = np.flatnonzero(~done)
         resumed = int((area.done & has_proxy).sum())

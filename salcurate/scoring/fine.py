@@ -131,6 +131,7 @@ def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
         cd = st.score(cd_name)
         has_proxy = st.has_map(proxy)
         ids = st.ids
+        stamp = st.proxy_stamp(proxy)
         suffix = ""
         existing = st.score_names()
         sf_name = store_mod.proxy_column("sf", proxy)
@@ -147,7 +148,8 @@ def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
     amp = device.type == "cuda"
     if amp:
         model.to(memory_format=torch.channels_last)
-    with open_work_area(path, SCORE_COMMAND, {**scoring, "columns": names}, ids=ids, columns=("p",)) as area:
+    with open_work_area(path, SCORE_COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
+                        columns=("p",)) as area:
         todo = np.flatnonzero(has_proxy & ~area.done)
         resumed = int((area.done & has_proxy).sum())
         events.start(int(has_proxy.sum()), resumed)
