@@ -193,7 +193,8 @@ def run_pipeline(store: Path, workdir: Path, args: argparse.Namespace) -> dict[s
         t0 = time.time()
         res = pseudo_run(PseudoLabelConfig(store=str(store), proxy=args.proxy, output=str(workdir / "pseudo-label"),
                                            backbone=args.backbone, backbone_weights="none", input_size=args.input_size,
-                                           epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                           epochs=args.epochs, lr=args.lr, head_lr_mult=args.head_lr_mult,
+                                           batch_size=args.batch_size,
                                            scales=tuple(args.scales), cam_max_side=args.cam_max_side,
                                            bg_threshold=args.bg_threshold, seed=args.seed))
         seconds["pseudo-label"] = time.time() - t0
@@ -221,7 +222,45 @@ def run_pipeline(store: Path, workdir: Path, args: argparse.Namespace) -> dict[s
                                             batch_size=32, synthesis=SynthesisConfig(scale=0.3)))
             fine_run(ScoreFineConfig(store=str(store), proxy=args.proxy, scorer=str(scorer)))
             seconds["train-scorer + score-fine"] = time.time() - t0
+    if args.evidence:
+        from salcurate.scoring.evidence import EvidenceConfig
+        from salcurate.scoring.evidence import run as evidence_run
+
+        t0 = time.time()
+        res = evidence_run(EvidenceConfig(store=str(store), proxy=args.proxy))
+        if res.computed:
+            seconds["score-evidence"] = time.time() - t0
+    if args.model:
+        from salcurate.training.folds import ScoreModelConfig
+        from salcurate.training.folds import run as model_run
+
+        t0 = time.time()
+        res = model_run(ScoreModelConfig(store=str(store), proxy=args.proxy, output=str(workdir / "score-model")))
+        if not res.nothing_to_do:
+            seconds["score-model"] = time.time() - t0
+    if args.combined:
+        from salcurate.scoring.combined import CombinedConfig
+        from salcurate.scoring.combined import run as combined_run
+
+        combined_run(CombinedConfig(store=str(store), proxy=args.proxy, components=args.combined_components,
+                                    overwrite=True))
     return seconds
+
+
+def candidate_rows(st: MaskStore, proxy: str, indices: np.ndarray, truth: dict[str, np.ndarray],
+                   specs: list[str]) -> dict[str, Any]:
+    """Combined scores computed here (not stored) for other weights: ``"ac=1,ce=1,tags=1"``."""
+    from salcurate.scoring.combined import TAGS, combined_score, parse_components, tag_prior
+
+    rows: dict[str, Any] = {}
+    prior = tag_prior(st.tags[indices].astype(bool))
+    for spec in specs:
+        weights = parse_components(spec)
+        comps = {name: (prior if name == TAGS else st.score(proxy_column(name, proxy))[indices].astype(np.float64))
+                 for name in weights}
+        comps = {k: np.clip(v, 0.0, 1.0) for k, v in comps.items()}
+        rows[f"q candidate: {spec}"] = judge(combined_score(comps, weights=weights), truth)
+    return rows
 
 
 def main() -> None:
@@ -234,14 +273,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7, help="the data set's seed (the demo uses 0)")
     ap.add_argument("--proxy", default="cam")
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--input-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--input-size", type=int, default=48)
+    ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.02)
+    ap.add_argument("--head-lr-mult", type=float, default=10.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--cam-max-side", type=int, default=64)
-    ap.add_argument("--bg-threshold", type=float, default=0.3)
+    ap.add_argument("--bg-threshold", type=float, default=0.45)
     ap.add_argument("--fine", action="store_true", help="also train a small scorer and report SF")
+    ap.add_argument("--evidence", action="store_true", help="also run score-evidence (class evidence)")
+    ap.add_argument("--model", action="store_true", help="also run score-model (K-fold agreement, defaults)")
+    ap.add_argument("--combined", action="store_true", help="also run score-combined (the default score q)")
+    ap.add_argument("--combined-components", default=None, help="score-combined's components (default: its own)")
+    ap.add_argument("--candidates", nargs="*", default=[], help="other combinations to report, not stored")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
@@ -252,6 +297,7 @@ def main() -> None:
         train = np.flatnonzero((st.splits == "train") & st.has_map(args.proxy) & st.has_map("gt"))
         truth = per_sample(st, args.proxy, train)
         rows = score_table(st, args.proxy, train, truth)
+        rows.update(candidate_rows(st, args.proxy, train, truth, args.candidates))
     facts = {"train": int(len(train)), "proxy": args.proxy, "mean_miou": float(truth["miou"].mean()),
              "bad_fraction": float((truth["miou"] < BAD_BELOW).mean()),
              "poor_saliency_fraction": float((truth["saliency_f"] < 0.5).mean()), "seconds": seconds,

@@ -1,18 +1,26 @@
 """The paper's ablation (Table VI, P2 to P5) on the demo data, on the CPU with a small backbone.
 
-Retrains SAL-Net (ResNet-18, random initialization: no ImageNet weights can be downloaded here)
-on the demo store four ways and reports validation mIoU (single scale, every val image):
+Retrains SAL-Net (ResNet-18) on a store's proxies several ways and reports validation mIoU
+(single scale, every val image) with its spread over seeds:
 
-* P2: all proxies (``--selection none``), no attention loss;
-* P3: proxies selected by SC >= 0.55, no attention loss;
-* P4: proxies selected by SF >= 0.55, no attention loss;
-* P5: as P4 with the attention loss (``--attention multiply``, lambda 2);
-* and two variants of P5 (``--runs P5-multitask P5-lambda0.5``) that tell why it helps or hurts.
+* P2: all proxies (``selection`` none), no attention loss;
+* P3: proxies selected by SC, no attention loss;
+* P4: proxies selected by SF, no attention loss;
+* P5: as P4 with the attention loss (``attention multiply``, lambda 2);
+* variants: ``P5-multitask`` and ``P5-lambda0.5`` (why P5 helps or hurts), ``P4q`` (selected by the
+  combined score ``q`` of ``salcurate score-combined``, issue 12).
 
-Usage (a store made by ``salcurate demo``, which has SC and SF scores)::
+The selection rule is the paper's ``--rule tau`` (score >= 0.55) or ``--rule half`` (the best half
+by the score: CAM proxies from a classifier trained on this CPU rarely reach 0.55).  The start is
+random weights (``--backbone-weights none``, lr 1e-2, batch norm trained) or a backbone file, e.g.
+the tag classifier of ``salcurate pseudo-label`` (``runs/pseudo-label/backbone.pth``; batch norm
+fixed, lr 1e-3: at 1e-2 the loss diverges from it).
 
-    .venv/bin/python benchmarks/quality_retrain.py --store salcurate-demo/masks.h5 --seeds 0 1 \
-        --out bench-out/retrain-quality.json
+Usage (a store made by ``salcurate demo``, which has the proxy set ``cam`` with SC and SF)::
+
+    .venv/bin/python benchmarks/quality_retrain.py --store salcurate-demo/masks.h5 --proxy cam \\
+        --backbone-weights salcurate-demo/runs/pseudo-label/backbone.pth --rule half --seeds 0 1 2 \\
+        --out bench-out/retrain-quality-cam.json
 """
 
 from __future__ import annotations
@@ -27,28 +35,62 @@ from typing import Any
 
 import numpy as np
 
+#: run name -> score to select by (None: all proxies) and retrain settings
 RUNS: dict[str, dict[str, Any]] = {
-    "P2 all proxies": {"selection": None, "attention": "off"},
-    "P3 + coarse selection (SC >= 0.55)": {"selection": "sc_tau0.55", "attention": "off"},
-    "P4 + fine selection (SF >= 0.55)": {"selection": "sf_tau0.55", "attention": "off"},
-    "P5 + attention loss": {"selection": "sf_tau0.55", "attention": "multiply"},
+    "P2 all proxies": {"by": None, "attention": "off"},
+    "P3 + coarse selection (SC)": {"by": "sc", "attention": "off"},
+    "P4 + fine selection (SF)": {"by": "sf", "attention": "off"},
+    "P5 + attention loss": {"by": "sf", "attention": "multiply"},
     # what hurts in P5 here: the product (multiply) or the branch's gradient into the shared backbone?
-    "P5-multitask (branch trained, no product)": {"selection": "sf_tau0.55", "attention": "multitask"},
-    "P5-lambda0.5 (multiply, lambda 0.5)": {"selection": "sf_tau0.55", "attention": "multiply", "lam": 0.5},
+    "P5-multitask (branch trained, no product)": {"by": "sf", "attention": "multitask"},
+    "P5-lambda0.5 (multiply, lambda 0.5)": {"by": "sf", "attention": "multiply", "lam": 0.5},
+    "P4q + selection by the combined score q": {"by": "q", "attention": "off"},
 }
 PAPER_RUNS = ("P2", "P3", "P4", "P5")
 
 
-def _run(store: str, workdir: str, name: str, seed: int, common: dict[str, Any]) -> dict[str, Any]:
+def selection_name(by: str, proxy: str, rule: str) -> str:
+    from salcurate.data.store import proxy_column
+
+    return f"{proxy_column(by, proxy)}_{'tau0.55' if rule == 'tau' else 'best_half'}"
+
+
+def make_selections(store: Path, proxy: str, rule: str, bys: set[str]) -> dict[str, int]:
+    """The selections the runs need; returns how many images each keeps."""
+    from salcurate.data.store import MaskStore, proxy_column
+    from salcurate.selection.select import SelectConfig
+    from salcurate.selection.select import run as select
+
+    kept = {}
+    for by in sorted(bys):
+        if rule == "tau":
+            cfg = SelectConfig(store=str(store), proxy=proxy, by=by, tau=0.55, overwrite=True,
+                               name=selection_name(by, proxy, rule))
+        else:
+            with MaskStore(store) as st:
+                scores = st.score(proxy_column(by, proxy))
+                n = int((~np.isnan(scores) & (st.splits == "train")).sum())
+            cfg = SelectConfig(store=str(store), proxy=proxy, by=by, top_k=max(1, n // 2), overwrite=True,
+                               name=selection_name(by, proxy, rule))
+        kept[by] = select(cfg).kept
+    return kept
+
+
+def _run(store: str, workdir: str, name: str, seed: int, common: dict[str, Any], proxy: str,
+         rule: str) -> dict[str, Any]:
     import torch
 
     from salcurate.training.retrain import RetrainConfig, run
 
     torch.set_num_threads(1)
+    spec = dict(RUNS[name])
+    by = spec.pop("by")
     out = Path(workdir) / f"{name.split()[0]}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.time()
-    res = run(RetrainConfig(store=store, output=str(out), seed=seed, **RUNS[name], **common))
+    selection = None if by is None else selection_name(by, proxy, rule)
+    res = run(RetrainConfig(store=store, output=str(out), seed=seed, proxy=proxy, selection=selection,
+                            **spec, **common))
     return {"run": name, "seed": seed, "val_miou": res.validation["val_miou"],
             "val_pixel_accuracy": res.validation["val_pixel_accuracy"], "kept": res.counts["drawable"],
             "final_loss": res.final.get("loss"), "seconds": time.time() - t}
@@ -57,38 +99,43 @@ def _run(store: str, workdir: str, name: str, seed: int, common: dict[str, Any])
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", type=Path, required=True)
+    ap.add_argument("--proxy", default="proxy", help="proxy set (the demo's is cam)")
+    ap.add_argument("--backbone-weights", default="none", help="none (random) or a .pth file")
+    ap.add_argument("--rule", choices=("tau", "half"), default="tau")
     ap.add_argument("--workdir", type=Path, default=Path("bench-out/retrain-quality"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--lr", type=float, help="default 1e-2 from random weights, 1e-3 from a backbone file")
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--runs", nargs="+", default=list(PAPER_RUNS), help="run names (first word) from RUNS")
     ap.add_argument("--out", type=Path, default=Path("bench-out/retrain-quality.json"))
     args = ap.parse_args()
-    from salcurate.selection.select import SelectConfig
-    from salcurate.selection.select import run as select
-
-    for by in ("sc", "sf"):
-        select(SelectConfig(store=str(args.store), by=by, tau=0.55, overwrite=True))
-    common = dict(backbone="resnet18", backbone_weights="none", crop=args.crop, max_iter=args.iterations, lr=args.lr,
-                  log_every=50, workers=0, tensorboard=False)
-    args.workdir.mkdir(parents=True, exist_ok=True)
     names = [n for n in RUNS if n.split()[0] in args.runs]
+    kept = make_selections(args.store, args.proxy, args.rule, {RUNS[n]["by"] for n in names} - {None})
+    pretrained = args.backbone_weights != "none"
+    lr = args.lr if args.lr is not None else (1e-3 if pretrained else 1e-2)
+    common = dict(backbone="resnet18", backbone_weights=args.backbone_weights, crop=args.crop,
+                  max_iter=args.iterations, lr=lr, log_every=50, workers=0, tensorboard=False)
+    args.workdir.mkdir(parents=True, exist_ok=True)
     jobs = [(name, seed) for seed in args.seeds for name in names]
     with ProcessPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(_run, *zip(*[(str(args.store), str(args.workdir), n, s, common) for n, s in jobs])))
+        results = list(pool.map(_run, *zip(*[(str(args.store), str(args.workdir), n, s, common, args.proxy, args.rule)
+                                             for n, s in jobs])))
     table = []
     for name in names:
         vals = [r["val_miou"] for r in results if r["run"] == name]
         table.append({"run": name, "kept": next(r["kept"] for r in results if r["run"] == name),
-                      "miou_mean": float(np.mean(vals)), "miou_per_seed": vals})
-    payload = {"config": {**common, "seeds": args.seeds, "store": str(args.store)}, "results": results, "table": table}
+                      "miou_mean": float(np.mean(vals)), "miou_sd": float(np.std(vals, ddof=1)) if len(vals) > 1
+                      else None, "miou_per_seed": vals})
+    payload = {"config": {**common, "seeds": args.seeds, "store": str(args.store), "proxy": args.proxy,
+                          "rule": args.rule, "kept": kept}, "results": results, "table": table}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print("| run | training images | val mIoU (mean) | per seed |\n| --- | --- | --- | --- |")
+    print("| run | training images | val mIoU: mean (sd) | per seed |\n| --- | --- | --- | --- |")
     for row in table:
-        print(f"| {row['run']} | {row['kept']} | {100 * row['miou_mean']:.1f} | "
+        sd = f" ({100 * row['miou_sd']:.1f})" if row["miou_sd"] is not None else ""
+        print(f"| {row['run']} | {row['kept']} | {100 * row['miou_mean']:.1f}{sd} | "
               + ", ".join(f"{100 * v:.1f}" for v in row["miou_per_seed"]) + " |")
 
 

@@ -69,7 +69,8 @@ def assert_store_matches(path: Path, v: TinyVoc, ids: list[str] | None = None) -
 @pytest.mark.parametrize(
     ("args", "commands"),
     [([], ["import", "info", "export", "demo", "score-coarse", "select", "evaluate-scores", "train-scorer",
-           "score-fine", "report", "retrain", "predict", "evaluate", "pseudo-label"]), (["import"], ["voc", "folder"])],
+           "score-fine", "report", "retrain", "predict", "evaluate", "pseudo-label", "score-evidence",
+           "score-combined", "score-model"]), (["import"], ["voc", "folder"])],
     ids=["top", "import"],
 )
 def test_help_lists_every_command_with_a_description(args: list[str], commands: list[str]) -> None:

@@ -420,13 +420,16 @@ def test_select_existing_name_needs_overwrite(scored: Path) -> None:
     (["--by", "sc", "--tau", "1.5"], ["--tau must be in [0, 1]", "1.5"]),
     (["--by", "sc", "--tau", "-0.1"], ["--tau must be in [0, 1]", "-0.1"]),
     (["--by", "nope", "--tau", "0.5"], ["no score 'nope'", "ac, cd, f, f1, sc"]),
-    (["--tau", "0.5"], ["no score 'sf'", "salcurate score-fine", "--by sc"]),
     (["--by", "sf", "--tau", "0.5"], ["no score 'sf'", "salcurate score-fine", "--by sc"]),
     (["--by", "sc"], ["--tau", "--top-k", "--sweep"]),
     (["--by", "sc", "--top-k", "-1"], ["--top-k must be >= 0"]),
     (["--by", "sc", "--tau", "0.5", "--min-per-class", "-1"], ["--min-per-class must be >= 0"]),
     (["--by", "sc", "--tau", "0.5", "--name", "a/b"], ["invalid column name 'a/b'"]),
-], ids=["tau-above", "tau-below", "by-unknown", "default-sf", "by-sf", "no-rule", "top-k", "min-per-class", "name"])
+    (["--by", "sc", "--top-fraction", "0"], ["--top-fraction must be in (0, 1]", "got 0.0"]),
+    (["--by", "sc", "--top-fraction", "1.5"], ["--top-fraction must be in (0, 1]", "1.5"]),
+    (["--by", "q", "--tau", "0.5"], ["no score 'q'", "salcurate score-combined"]),
+], ids=["tau-above", "tau-below", "by-unknown", "by-sf", "no-rule", "top-k", "min-per-class", "name",
+        "top-fraction-0", "top-fraction-above", "by-q"])
 def test_select_bad_input(scored: Path, args: list[str], fragments: list[str]) -> None:
     before = tree_digest(scored.parent)
     assert_error(invoke(["select", scored, *args]), *fragments)
@@ -437,6 +440,84 @@ def test_select_before_scoring(store: Path) -> None:
     before = tree_digest(store.parent)
     assert_error(invoke(["select", store, "--by", "sc", "--tau", "0.5"]), "no score 'sc'", "salcurate score-coarse")
     assert tree_digest(store.parent) == before
+
+
+def test_select_before_scoring_without_by(store: Path) -> None:
+    before = tree_digest(store.parent)
+    assert_error(invoke(["select", store, "--tau", "0.5"]), "no score to select with", "none of q, sf, sc",
+                 "salcurate score-coarse")
+    assert tree_digest(store.parent) == before
+
+
+def put_column(path: Path, name: str, values: np.ndarray) -> None:
+    from salcurate.data import store as store_mod
+
+    with store_mod.transaction(path, command="test", config={}) as tx:
+        tx.put_scores({name: values}, config={"test": name}, command="test", overwrite=True)
+
+
+def test_select_default_is_sc_without_sf_or_q(scored: Path) -> None:
+    """Without --by a store with SC only selects by SC (before issue 12 it asked for SF)."""
+    result = invoke(["select", scored, "--tau", "0.5"])
+    assert_ok(result)
+    out = flat(result.stdout)
+    assert "selecting by sc; run `salcurate score-combined` for the combined score" in out
+    with MaskStore(scored) as st:
+        np.testing.assert_array_equal(st.selection("sc_tau0.5"), select_weights(st.score("sc"), tau=0.5))
+        rule = st.selection_meta("sc_tau0.5")["rule"]
+    assert rule["by"] == "sc" and rule["by_default"] is True and rule["per_class"] is False
+
+
+def test_select_default_prefers_sf_then_q(scored: Path) -> None:
+    with MaskStore(scored) as st:
+        sc = st.score("sc")
+    sf = np.where(np.isnan(sc), np.nan, 1.0 - sc).astype(np.float32)  # another order than sc
+    put_column(scored, "sf", sf)
+    result = invoke(["select", scored, "--top-k", "2"])
+    assert_ok(result)
+    assert "selecting by sf; run `salcurate score-combined` for the combined score" in flat(result.stdout)
+    with MaskStore(scored) as st:
+        np.testing.assert_array_equal(st.selection("sf_top2"), select_weights(sf, top_k=2))
+    q = np.linspace(0.1, 0.9, len(sc)).astype(np.float32)
+    put_column(scored, "q", q)
+    result = invoke(["select", scored, "--top-k", "2"])
+    assert_ok(result)
+    assert "selecting by q (the combined score)" in flat(result.stdout)
+    with MaskStore(scored) as st:
+        w = st.selection("q_top2")
+    assert kept_ids(w) == [len(sc) - 2, len(sc) - 1]  # the best two by q
+    # an explicit --by says nothing about defaults
+    result = invoke(["select", scored, "--by", "sc", "--top-k", "2"])
+    assert_ok(result)
+    assert "selecting by" not in flat(result.stdout)
+
+
+def kept_ids(w: np.ndarray) -> list[int]:
+    return np.flatnonzero(w).tolist()
+
+
+def test_select_top_fraction_per_class(scored: Path) -> None:
+    with MaskStore(scored) as st:
+        tags, n = st.tags, len(st)
+    q = np.linspace(0.9, 0.1, n).astype(np.float32)  # image 0 best
+    put_column(scored, "q", q)
+    result = invoke(["select", scored, "--top-fraction", "0.5", "--per-class"])
+    assert_ok(result)
+    out = flat(result.stdout)
+    assert "selecting by q (the combined score)" in out and "ranked within each class" in out
+    expected = select_weights(q, top_fraction=0.5, per_class=True, classes=tags)
+    with MaskStore(scored) as st:
+        w = st.selection("q_top0.5_perclass")
+        rule = st.selection_meta("q_top0.5_perclass")["rule"]
+    np.testing.assert_array_equal(w, expected)
+    assert rule["per_class"] is True and rule["top_fraction"] == 0.5 and rule["by"] == "q"
+    counts = (tags & (w > 0)[:, None]).sum(axis=0)
+    assert rule["per_class_kept"] == dict(zip(("widget", "gadget", "gizmo"), counts.tolist()))
+    rows = {r[0]: r[1:] for r in table_rows(result.stdout)}
+    for c, name in enumerate(("widget", "gadget", "gizmo")):
+        assert rows[name] == [str(int(tags[:, c].sum())), str(int(counts[c]))]
+        assert counts[c] >= 1  # every tagged class keeps its best half (rounded up)
+    assert f"kept {int(expected.sum())} of {n} scored masks (NoS)" in out
 
 
 # --------------------------------------------------------------------------------------

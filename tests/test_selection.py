@@ -10,7 +10,14 @@ from hypothesis.extra import numpy as hnp
 
 from salcurate.errors import InputError, SalcurateError
 from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
-from salcurate.selection.select import SelectConfig, per_class_counts, select_weights, sweep
+from salcurate.selection.select import (
+    SelectConfig,
+    default_score,
+    fraction_count,
+    per_class_counts,
+    select_weights,
+    sweep,
+)
 
 NAN = float("nan")
 
@@ -228,6 +235,123 @@ class TestSelectWeights:
 
 
 # --------------------------------------------------------------------------------------
+# top_fraction and per_class
+# --------------------------------------------------------------------------------------
+#: Six images, two classes: class 0 easy (high scores), class 1 hard (all scores low).
+HARD_SCORES = np.array([0.9, 0.2, 0.8, 0.1, 0.7, 0.15])
+HARD_CLASSES = np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 0], [0, 1]], bool)
+
+
+class TestTopFractionPerClass:
+    def test_fraction_count_hand_values(self) -> None:
+        assert [fraction_count(0.5, n) for n in (0, 1, 2, 3, 4, 5, 6)] == [0, 1, 1, 2, 2, 3, 3]
+        assert fraction_count(0.7, 10) == 7  # 0.7 x 10 = 7.000000000000001 in floats: not 8
+        assert fraction_count(1.0, 9) == 9 and fraction_count(0.01, 3) == 1
+
+    def test_hard_class_wiped_out_globally_kept_per_class(self) -> None:
+        # global best half: the three easy images (0.9, 0.8, 0.7); the hard class keeps nothing
+        w = select_weights(HARD_SCORES, top_fraction=0.5)
+        assert kept(w) == [0, 2, 4]
+        np.testing.assert_array_equal(per_class_counts(w, HARD_CLASSES), [3, 0])
+        # per class: the best half (ceil(3 x 0.5) = 2) of each class: easy 0.9, 0.8; hard 0.2, 0.15
+        w = select_weights(HARD_SCORES, top_fraction=0.5, per_class=True, classes=HARD_CLASSES)
+        assert kept(w) == [0, 1, 2, 5]
+        np.testing.assert_array_equal(per_class_counts(w, HARD_CLASSES), [2, 2])
+
+    def test_per_class_top_k(self) -> None:
+        w = select_weights(HARD_SCORES, top_k=1, per_class=True, classes=HARD_CLASSES)
+        assert kept(w) == [0, 1]  # the best of each class
+        assert kept(select_weights(HARD_SCORES, top_k=1)) == [0]
+
+    def test_per_class_with_tau_ranks_only_what_passes(self) -> None:
+        # tau 0.15 drops image 3 (0.1); hard class: 0.2, 0.15 pass, best half of 2 = 1
+        w = select_weights(HARD_SCORES, tau=0.15, top_fraction=0.5, per_class=True, classes=HARD_CLASSES)
+        assert kept(w) == [0, 1, 2]
+
+    def test_per_class_tau_only_equals_global_tau_for_tagged_images(self) -> None:
+        g = select_weights(HARD_SCORES, tau=0.5)
+        p = select_weights(HARD_SCORES, tau=0.5, per_class=True, classes=HARD_CLASSES)
+        np.testing.assert_array_equal(g, p)
+
+    def test_image_kept_for_any_of_its_classes(self) -> None:
+        # image 1 has both classes: last in class 0, first in class 1: kept (for class 1)
+        scores = np.array([0.9, 0.5, 0.8, 0.1])
+        classes = np.array([[1, 0], [1, 1], [1, 0], [0, 1]], bool)
+        w = select_weights(scores, top_k=1, per_class=True, classes=classes)
+        assert kept(w) == [0, 1]
+        # per-class counts count an image under each of its tags
+        np.testing.assert_array_equal(per_class_counts(w, classes), [2, 1])
+
+    def test_untagged_and_unscored_images_are_not_kept_per_class(self) -> None:
+        scores = np.array([0.9, 0.8, NAN])
+        classes = np.array([[0], [1], [1]], bool)
+        w = select_weights(scores, top_fraction=1.0, per_class=True, classes=classes)
+        assert kept(w) == [1]
+
+    def test_top_k_and_top_fraction_together_keep_the_smaller(self) -> None:
+        scores = np.array([0.9, 0.8, 0.7, 0.6])
+        assert kept(select_weights(scores, top_k=3, top_fraction=0.5)) == [0, 1]
+        assert kept(select_weights(scores, top_k=1, top_fraction=0.5)) == [0]
+
+    def test_per_class_then_min_per_class(self) -> None:
+        w = select_weights(HARD_SCORES, top_k=1, per_class=True, min_per_class=2, classes=HARD_CLASSES)
+        assert kept(w) == [0, 1, 2, 5]
+
+    @pytest.mark.parametrize("fraction", [0.0, -0.5, 1.01, NAN])
+    def test_bad_top_fraction_raises(self, fraction: float) -> None:
+        with pytest.raises(InputError, match=r"top_fraction must be in \(0, 1\]") as info:
+            select_weights(np.array([0.5]), top_fraction=fraction)
+        assert info.value.params == ("top_fraction",)
+
+    def test_per_class_needs_classes(self) -> None:
+        with pytest.raises(InputError, match="per_class needs the image classes") as info:
+            select_weights(np.array([0.5, 0.1]), top_k=1, per_class=True)
+        assert info.value.params == ("per_class",)
+        with pytest.raises(InputError, match="per_class needs the image classes"):
+            select_weights(np.array([0.5, 0.1]), top_k=1, per_class=True, classes=np.ones((3, 1), bool))
+
+    @settings(max_examples=60, deadline=None)
+    @given(data=scores_and_classes(), f=st.floats(0.01, 1.0), tau=st.one_of(st.none(), taus))
+    def test_per_class_fraction_properties(self, data: tuple[np.ndarray, np.ndarray], f: float,
+                                           tau: float | None) -> None:
+        scores, classes = data
+        w = select_weights(scores, tau=tau, top_fraction=f, per_class=True, classes=classes) > 0
+        base = select_weights(scores, tau=tau) > 0
+        assert not (w & ~base).any()  # only what passes tau
+        for c in range(classes.shape[1]):
+            cand = base & classes[:, c]
+            mine = w & classes[:, c]
+            # every class keeps at least its own best fraction of its candidates
+            assert mine.sum() >= fraction_count(f, int(cand.sum()))
+            if cand.any():
+                assert mine.any()
+        assert not (w & ~classes.any(axis=1)).any()  # untagged images are never kept
+
+    @settings(max_examples=60, deadline=None)
+    @given(scores=score_arrays(), f=st.floats(0.01, 1.0))
+    def test_global_fraction_count_and_order(self, scores: np.ndarray, f: float) -> None:
+        w = select_weights(scores, top_fraction=f) > 0
+        n = int((~np.isnan(scores)).sum())
+        assert w.sum() == fraction_count(f, n)
+        if w.any() and (~w & ~np.isnan(scores)).any():
+            assert scores[w].min() >= scores[~w & ~np.isnan(scores)].max()
+
+
+class TestDefaultScore:
+    def test_order_q_sf_sc(self) -> None:
+        assert default_score(["sc", "sf", "q", "ac"], "proxy") == "q"
+        assert default_score(["sc", "sf", "ac"], "proxy") == "sf"
+        assert default_score(["sc", "ac"], "proxy") == "sc"
+        assert default_score(["ac", "sc@1a2b3c"], "proxy") is None
+
+    def test_named_set(self) -> None:
+        names = ["q", "sf:cam", "sc:cam", "sc"]
+        assert default_score(names, "cam") == "sf:cam"  # q belongs to the imported set
+        assert default_score([*names, "q:cam"], "cam") == "q:cam"
+        assert default_score(names, "other") is None
+
+
+# --------------------------------------------------------------------------------------
 # per_class_counts
 # --------------------------------------------------------------------------------------
 class TestPerClassCounts:
@@ -297,7 +421,12 @@ class TestSelectConfig:
         (SelectConfig(by="sc", top_k=0), "sc_top0"),
         (SelectConfig(by="sf", tau=0.85, top_k=100, min_per_class=3), "sf_tau0.85_top100_min3"),
         (SelectConfig(by="ac@1a2b3c", tau=0.7), "ac@1a2b3c_tau0.7"),
-        (SelectConfig(), "sf"),
+        (SelectConfig(by="sf"), "sf"),
+        (SelectConfig(by="q:cam", top_fraction=0.5, per_class=True), "q:cam_top0.5_perclass"),
+        (SelectConfig(by="q", top_fraction=1.0), "q_top1.0"),  # not top1, the name of top_k 1
+        (SelectConfig(by="q", top_k=1), "q_top1"),
+        (SelectConfig(by="sf", tau=0.5, top_k=3, top_fraction=0.25, min_per_class=2, per_class=True),
+         "sf_tau0.5_top3_top0.25_min2_perclass"),
     ])
     def test_default_name(self, config: SelectConfig, name: str) -> None:
         assert config.default_name() == name
@@ -309,7 +438,9 @@ class TestSelectConfig:
 
     def test_defaults_and_frozen(self) -> None:
         c = SelectConfig()
+        # by None: run picks q, else sf, else sc (default_score)
         assert (c.by, c.tau, c.top_k, c.min_per_class, c.dry_run, c.overwrite, c.sweep) == \
-            ("sf", None, None, 0, False, False, False)
+            (None, None, None, 0, False, False, False)
+        assert (c.top_fraction, c.per_class) == (None, False)
         with pytest.raises(AttributeError):
             c.tau = 0.5  # type: ignore[misc]

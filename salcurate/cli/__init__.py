@@ -19,7 +19,8 @@ from typing import Any
 COMMAND_MODULES: dict[str, str] = {
     "import": "data", "info": "data", "export": "data", "demo": "demo",
     "score-coarse": "scoring", "score-fine": "scoring", "select": "selection", "evaluate-scores": "selection",
-    "train-scorer": "training", "retrain": "training", "pseudo-label": "training",
+    "score-combined": "scoring", "score-evidence": "scoring",
+    "train-scorer": "training", "retrain": "training", "pseudo-label": "training", "score-model": "training",
     "evaluate": "evaluation", "predict": "evaluation",
     "report": "report",
 }

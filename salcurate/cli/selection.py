@@ -19,12 +19,20 @@ from salcurate.selection.validation import EvaluateScoresConfig
 # --------------------------------------------------------------------------------------
 @config_command(app, "select", SelectConfig)
 def select(config: SelectConfig) -> None:
-    """Select masks by score (w = 1 if score >= tau) as a named selection."""
+    """Select masks by score (w = 1 if score >= tau, or the best K / fraction, per class if asked) as a selection."""
+    from salcurate.data.store import IMPORTED_PROXY, column_proxy
     from salcurate.selection.select import run
 
     res = run(config)
+    if res.by_default:
+        if res.by.partition("@")[0].partition(":")[0] == "q":
+            out.print(f"selecting by {escape(res.by)} (the combined score)")
+        else:
+            proxy = column_proxy(res.by)
+            for_set = "" if proxy in (None, IMPORTED_PROXY) else f" --proxy {proxy}"
+            out.print(f"selecting by {escape(res.by)}; run `salcurate score-combined{for_set}` for the combined score")
     if res.sweep is not None:
-        t = Table(title=f"masks kept by {escape(config.by)} >= tau (NoS, the paper's Table IV row)")
+        t = Table(title=f"masks kept by {escape(res.by)} >= tau (NoS, the paper's Table IV row)")
         t.add_column("tau", justify="right")
         t.add_column("NoS", justify="right")
         for c in res.class_names[1:]:
@@ -32,9 +40,9 @@ def select(config: SelectConfig) -> None:
         for row in res.sweep:
             t.add_row(f"{row['tau']:g}", str(row["kept"]), *map(str, row["per_class"]))
         out.print(t)
-    if config.tau is None and config.top_k is None:
+    if not config.has_rule():
         return
-    t = Table(title="images per class (by tags)")
+    t = Table(title="images per class (by tags" + ("; ranked within each class)" if res.per_class else ")"))
     for col in ("class", "scored", "kept"):
         t.add_column(col, justify="right" if col != "class" else "left")
     for c, nb, na in zip(res.class_names[1:], res.per_class_before, res.per_class_after):

@@ -1,4 +1,4 @@
-"""CLI commands of the training stage: train-scorer, retrain, pseudo-label.
+"""CLI commands of the training stage: train-scorer, retrain, pseudo-label, score-model.
 
 Each takes every setting of its config (``TrainScorerConfig``, ``RetrainConfig``,
 ``PseudoLabelConfig``) as an option, and ``--config FILE.toml`` (a run's saved ``config.toml``
@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from salcurate.cli.core import RichEvents, app, config_command, out
 from salcurate.errors import InputError
+from salcurate.training.folds import ScoreModelConfig
 from salcurate.training.pseudo_label import PseudoLabelConfig
 from salcurate.training.retrain import RetrainConfig
 from salcurate.training.scorer import TrainScorerConfig
@@ -112,3 +113,29 @@ def pseudo_label(config: PseudoLabelConfig) -> None:
               f"{quality}")
     out.print(f"classifier (held-out mAP {_percent(res.map)}) saved to {escape(res.classifier)}; its backbone for "
               f"`salcurate retrain --backbone-weights` in {escape(res.backbone_file)}; log {escape(res.log)}")
+
+
+# --------------------------------------------------------------------------------------
+# score-model
+# --------------------------------------------------------------------------------------
+def _score_model_status(info: dict[str, Any]) -> str:
+    return f"loss {info['loss']:.3f} lr {info['lr']:.2e}" if info.get("loss") is not None else ""
+
+
+@config_command(app, "score-model", ScoreModelConfig, config_file=True)
+def score_model(config: ScoreModelConfig) -> None:
+    """Model agreement: K fold SAL-Nets judge the proxies they never saw (agree, mm, rr)."""
+    from salcurate.training.folds import run
+
+    with RichEvents("score-model", status=_score_model_status) as events:
+        res = run(config, events=events)
+    cols = ", ".join(res.columns.values())
+    if res.nothing_to_do:
+        out.print(f"model agreement with this config is already complete ({cols}); nothing to do")
+        return
+    losses = ", ".join("-" if v is None else f"{v:.3f}" for v in res.train_loss)
+    out.print(f"judged {res.computed} proxies with {len(res.fold_sizes)} fold models in {res.seconds:.0f} s "
+              f"(training {res.train_seconds:.0f} s, scoring {res.predict_seconds:.0f} s)"
+              + (f"; resumed: {res.resumed} were done before" if res.resumed else "")
+              + f"; columns {cols}; fold models in {escape(res.output)} (last training loss {losses})"
+              + ("" if res.mean_agree is None else f"; mean {res.columns['agree']} {res.mean_agree:.3f}"))

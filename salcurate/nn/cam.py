@@ -54,6 +54,7 @@ __all__ = [
     "pamr",
     "pamr_affinities",
     "proxy_from_scores",
+    "resize_longer",
     "score_probabilities",
 ]
 
@@ -127,6 +128,22 @@ def multiscale_cams(model: nn.Module, image: Tensor, *, scales: Sequence[float] 
             total = cams if total is None else total + cams
     assert total is not None
     return total
+
+
+def resize_longer(x: Tensor, side: int) -> Tensor:
+    """``(K, H, W)`` float -> ``(K, h, w)``: resized (bilinear, antialiased when shrinking) so that the
+    longer side is ``side`` (each side at least 1 pixel); returned as it is when it already has that size."""
+    if not (isinstance(x, Tensor) and x.dim() == 3 and x.is_floating_point() and min(x.shape[1:]) >= 1
+            and isinstance(side, int) and not isinstance(side, bool) and side >= 1):
+        raise InputError(f"resize_longer expects a (K, H, W) float tensor and a side >= 1, got {_describe(x)} and "
+                         f"side={side!r}; pass e.g. salcurate.nn.salnet.preprocess's output",
+                         param=("x", "side"))
+    h, w = x.shape[1:]
+    f = side / max(h, w)
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    if (nh, nw) == (h, w):
+        return x
+    return F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=f < 1)[0]
 
 
 def _tag_mask(tags: Any, num_classes: int, where: str) -> Tensor:

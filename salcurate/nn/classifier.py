@@ -30,13 +30,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from salcurate._version import __version__
 from salcurate.errors import InputError
+from salcurate.nn.cam import MIN_SIDE, resize_longer
 from salcurate.nn.fileio import atomic_torch_save
-from salcurate.nn.salnet import BACKBONES, MODEL_FORMAT, FrozenBatchNorm, build_backbone
+from salcurate.nn.salnet import BACKBONES, MODEL_FORMAT, FrozenBatchNorm, build_backbone, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ __all__ = [
     "load_classifier",
     "read_classifier_file",
     "save_classifier",
+    "tag_probabilities",
 ]
 
 CLASSIFIER_FORMAT = "salcurate.tag_classifier"
@@ -135,6 +139,32 @@ class TagClassifier(FrozenBatchNorm):
         """(backbone parameters, classifier parameters): IRN trains the classifier at 10x the backbone's rate."""
         return ([p for p in self.backbone.parameters() if p.requires_grad],
                 [p for p in self.classifier.parameters() if p.requires_grad])
+
+
+def tag_probabilities(model: nn.Module, image: np.ndarray, *, side: int, amp: bool = False,
+                      channels_last: bool = False) -> np.ndarray:
+    """The classifier's tag probabilities for one whole image: ``(H, W, 3)`` uint8 -> ``(C,)`` float32.
+
+    ``sigmoid(S_c)`` of the image normalized (``salnet.preprocess``), resized so that its longer
+    side is ``side`` (the training scale) and padded at the bottom and right to at least
+    ``MIN_SIDE`` pixels a side; the forward pass runs on the model's device, in bf16 autocast with
+    ``amp`` and on a channels-last input with ``channels_last``.  The model outputs a
+    :class:`ClassifierOutput`; put it in eval mode.  No gradients.
+    """
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise InputError(f"tag_probabilities expects side >= 1 (the longer side the image is resized to), got "
+                         f"{side!r}; pass the classifier's training input size", param="side")
+    x = resize_longer(preprocess(image), side)
+    h, w = x.shape[1:]
+    if min(h, w) < MIN_SIDE:
+        x = F.pad(x, (0, max(MIN_SIDE - w, 0), 0, max(MIN_SIDE - h, 0)))
+    device = next(model.parameters()).device
+    x = x[None].to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(x).logits
+    return torch.sigmoid(logits.float())[0].cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------

@@ -94,6 +94,20 @@ def plan_training(st: store_mod.MaskStore, *, split: str, selection: str | None,
                         tags=st.tags[idx].astype(bool), has_tags=st.has_tags[idx].astype(bool), counts=counts)
 
 
+def plan_indices(st: store_mod.MaskStore, indices: np.ndarray, *, proxy: str) -> TrainingPlan:
+    """A plan that draws exactly the store samples ``indices`` (any split), each labelled by its
+    map of proxy set ``proxy`` with w = 1: for a command that trains on a subset it chose itself
+    (``score-model``'s folds).  Every index must hold a proxy."""
+    idx = np.unique(np.asarray(indices, dtype=np.int64))
+    if len(idx) == 0 or idx[0] < 0 or idx[-1] >= len(st) or not st.has_map(proxy)[idx].all():
+        raise InputError(f"plan_indices expects store indices of samples with a {proxy!r} proxy, got {len(idx)} "
+                         "indices of which some are out of range or have none")
+    counts = {"split": len(idx), "with_proxy": len(idx), "kept": len(idx), "strong": 0, "drawable": len(idx)}
+    return TrainingPlan(indices=idx, weights=np.ones(len(idx), np.float32),
+                        label_kind=np.full(len(idx), proxy, dtype=object), tags=st.tags[idx].astype(bool),
+                        has_tags=st.has_tags[idx].astype(bool), counts=counts)
+
+
 def validation_indices(st: store_mod.MaskStore, split: str, limit: int | None = None) -> np.ndarray:
     """Store indices of ``split`` that hold ground truth (at most ``limit``, evenly spread)."""
     idx = np.flatnonzero((st.splits == split) & st.has_map("gt"))

@@ -58,7 +58,15 @@ from salcurate.data import store as store_mod
 from salcurate.data.workarea import ids_fingerprint, open_work_area, remove_work_area
 from salcurate.errors import InputError, SalcurateError, StoreError
 from salcurate.events import NO_EVENTS, Events, Result
-from salcurate.nn.cam import cam_scores, multiscale_cams, normalize_cams, pamr, proxy_from_scores, score_probabilities
+from salcurate.nn.cam import (
+    cam_scores,
+    multiscale_cams,
+    normalize_cams,
+    pamr,
+    proxy_from_scores,
+    resize_longer,
+    score_probabilities,
+)
 from salcurate.nn.classifier import (
     TagClassifier,
     TagClassifierConfig,
@@ -66,6 +74,7 @@ from salcurate.nn.classifier import (
     load_classifier,
     save_classifier,
 )
+from salcurate.nn.classifier import tag_probabilities as image_tag_probabilities
 from salcurate.nn.device import Device, resolve_device
 from salcurate.nn.fileio import atomic_torch_save
 from salcurate.nn.salnet import preprocess
@@ -524,26 +533,11 @@ def _small_input_threads(side: float, precision: Precision) -> int | None:
     return 1 if precision.device.type == "cpu" and side <= SMALL_CAM_SIDE else None
 
 
-def _resize_longer(x: torch.Tensor, side: int) -> torch.Tensor:
-    """``(3, H, W)`` resized (bilinear, antialiased when shrinking) so that its longer side is ``side``."""
-    h, w = x.shape[1:]
-    f = side / max(h, w)
-    nh, nw = max(1, round(h * f)), max(1, round(w * f))
-    if (nh, nw) == (h, w):
-        return x
-    return F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=f < 1)[0]
-
-
 def tag_probabilities(model: torch.nn.Module, image: np.ndarray, *, side: int, precision: Precision) -> np.ndarray:
     """The classifier's ``(C,)`` tag probabilities for one whole image resized to longer side ``side``
-    (the training scale) and padded to at least 8 pixels a side."""
-    x = _resize_longer(preprocess(image), side)
-    h, w = x.shape[1:]
-    if min(h, w) < 8:
-        x = F.pad(x, (0, max(8 - w, 0), 0, max(8 - h, 0)))
-    with torch.no_grad(), precision.autocast():
-        logits = model(precision.inputs(x[None])).logits
-    return torch.sigmoid(logits.float())[0].cpu().numpy()
+    (the training scale) and padded to at least 8 pixels a side (``salcurate.nn.classifier.tag_probabilities``
+    in ``precision``'s numerics)."""
+    return image_tag_probabilities(model, image, side=side, amp=precision.amp, channels_last=precision.channels_last)
 
 
 def held_out_map(model: torch.nn.Module, config: PseudoLabelConfig, data: _StoreView,
@@ -586,7 +580,7 @@ def cam_proxy(model: torch.nn.Module, image: np.ndarray, tags: np.ndarray, *, sc
     x = preprocess(image)
     small = cam_max_side is not None and max(h, w) > cam_max_side
     if small:
-        x = _resize_longer(x, int(cam_max_side))  # type: ignore[arg-type]
+        x = resize_longer(x, int(cam_max_side))  # type: ignore[arg-type]
     x = x.to(precision.device)
     with precision.autocast():
         cams = multiscale_cams(model, x, scales=scales, flip=flip)

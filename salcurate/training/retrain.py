@@ -49,6 +49,7 @@ from salcurate.training.data import (
     Sample,
     StreamSampler,
     TrainingPlan,
+    plan_indices,
     plan_training,
     validation_indices,
 )
@@ -227,6 +228,21 @@ def run(config: RetrainConfig, *, events: Events | None = None) -> RetrainResult
         return _Trainer(config, precision, info, events or NO_EVENTS).train(started)
 
 
+def train_on_indices(config: RetrainConfig, indices: np.ndarray, *, events: Events | None = None) -> RetrainResult:
+    """Train SAL-Net on the proxies of the store samples ``indices`` (any split; ``selection``,
+    ``split``, ``use_strong`` and validation do not apply), for a command that trains models as a
+    step of its own work (``score-model``'s folds): the run folder, checkpoints and ``resume`` are
+    :func:`run`'s, the indices are part of the checkpoint's recipe, and the store's run log gets
+    no entry (the calling command records its own)."""
+    started = time.time()
+    config = config.resolved()
+    _check(config)
+    config = resolve_proxy(config)
+    with ddp.session(resolve_device(config.device)) as (info, device):
+        precision = Precision(device, amp=config.amp, channels_last=config.channels_last)
+        return _Trainer(config, precision, info, events or NO_EVENTS, indices=np.asarray(indices)).train(started)
+
+
 def resolve_proxy(config: RetrainConfig) -> RetrainConfig:
     """The config with its proxy set resolved: the one named; by default the set the selection was
     made from (its rule records it), else the store's default (the imported set, or the only one).
@@ -258,19 +274,24 @@ class _StoreView:
     ids_digest: str
 
 
-def _read_store(config: RetrainConfig) -> _StoreView:
+def _read_store(config: RetrainConfig, indices: np.ndarray | None = None) -> _StoreView:
     selection = config.selection_name
     with store_mod.MaskStore(config.store) as st:
-        if selection is not None and selection not in st.selection_names():
+        if indices is not None:  # train_on_indices: the caller's samples, no validation
+            plan = plan_indices(st, indices, proxy=config.proxy or store_mod.IMPORTED_PROXY)
+            max_side = int(max(st.heights[plan.indices].max(), st.widths[plan.indices].max()))
+            view = _StoreView(plan, list(st.class_names), np.empty(0, np.int64), ids_fingerprint(st.ids))
+        elif selection is not None and selection not in st.selection_names():
             have = ", ".join(st.selection_names()) or "none"
             raise InputError(f"{st.path}: no selection {selection!r} (the store has: {have}); make one with "
                              "`salcurate select`, or choose selection none to train on every proxy")
-        plan = plan_training(st, split=config.split, selection=selection, sample=config.sample,
-                             use_strong=config.use_strong, proxy=config.proxy or store_mod.IMPORTED_PROXY)
-        val_idx = (validation_indices(st, config.val_split, config.val_limit) if config.val_split in st.split_names()
-                   else np.empty(0, np.int64))
-        max_side = int(max(st.heights[plan.indices].max(), st.widths[plan.indices].max()))
-        view = _StoreView(plan, list(st.class_names), val_idx, ids_fingerprint(st.ids))
+        else:
+            plan = plan_training(st, split=config.split, selection=selection, sample=config.sample,
+                                 use_strong=config.use_strong, proxy=config.proxy or store_mod.IMPORTED_PROXY)
+            val_idx = (validation_indices(st, config.val_split, config.val_limit)
+                       if config.val_split in st.split_names() else np.empty(0, np.int64))
+            max_side = int(max(st.heights[plan.indices].max(), st.widths[plan.indices].max()))
+            view = _StoreView(plan, list(st.class_names), val_idx, ids_fingerprint(st.ids))
     if config.batch_size > plan.counts["kept"]:
         raise InputError(f"batch_size {config.batch_size} is larger than the {plan.counts['kept']} images the "
                          "selection keeps; lower batch_size or keep more images (a lower tau)", param="batch_size")
@@ -310,14 +331,17 @@ def _validation_metrics(cm: np.ndarray) -> dict[str, Any]:
 class _Trainer:
     """One run's state: model, optimizer, loaders, log; :meth:`train` is the training loop."""
 
-    def __init__(self, config: RetrainConfig, precision: Precision, info: ddp.DistInfo, events: Events) -> None:
+    def __init__(self, config: RetrainConfig, precision: Precision, info: ddp.DistInfo, events: Events, *,
+                 indices: np.ndarray | None = None) -> None:
         assert config.max_iter is not None and config.lr is not None and config.output is not None
         self.config, self.precision, self.info, self.events = config, precision, info, events
         # -- what the run reads and resumes from --------------------------------------------
         out = Path(config.output)
         self.out, self.model_path = out, out / "model.pt"
-        self.data = _read_store(config)
-        recipe = recipe_of(config, world_size=info.world, store_ids=self.data.ids_digest)
+        self.data = _read_store(config, indices)
+        self.own_run = indices is None  # train_on_indices: the calling command logs the run
+        chosen = {} if indices is None else {"train_indices": ids_fingerprint([str(i) for i in self.data.plan.indices])}
+        recipe = recipe_of(config, world_size=info.world, store_ids=self.data.ids_digest, **chosen)
         self.checkpoint = Checkpoint(out / "checkpoint.pt", recipe, write=self._write_checkpoint, read=read_model_file,
                                      main=info.main)
         payload = self.checkpoint.resume(config.resume, refuse_existing=True)
@@ -435,6 +459,10 @@ class _Trainer:
     def _announce(self) -> None:
         c, counts = self.config, self.data.plan.counts
         resuming = f"; resuming at iteration {self.start_iter}" if self.start_iter else ""
+        if not self.own_run:
+            self.events.note(f"training on {counts['drawable']} chosen images; {self.precision.device}{resuming}")
+            self.events.start(int(c.max_iter or 0), self.start_iter, label="retraining")
+            return
         self.events.note(
             f"training on {counts['drawable']} images of {counts['split']} in split {c.split!r} "
             f"({counts['kept']} kept, {counts['strong']} strong), validating on {len(self.data.val_idx)}; "
@@ -473,7 +501,7 @@ class _Trainer:
                                  "val_pixel_accuracy": validation["val_pixel_accuracy"]}
         self.save(final=True)
         self.log.close()
-        if self.info.main:
+        if self.info.main and self.own_run:
             with store_mod.transaction(c.store, command=COMMAND, config=self.resolved, started=started):
                 pass
         ddp.barrier(self.info)
