@@ -9,7 +9,9 @@ result is already in the store:
 1. ``import voc`` (no proxies: tags, saliency and ground truth only);
 2. ``pseudo-label``: a tag classifier's CAM proxies (the proxy set ``cam``);
 3. ``score-coarse`` on them (the store's saliency maps, Otsu, no CRF: the defaults);
-4. optionally ``train-scorer`` + ``score-fine`` (``--fine``).
+4. optionally ``train-scorer`` + ``score-fine`` (``--fine``), ``score-evidence`` (``--evidence``),
+   ``score-model`` (``--model``) and ``score-combined`` (``--combined``, the default score q);
+   ``--candidates`` reports other weightings of q without storing them.
 
 For every score column of the proxy set and two baselines (the IoU of the proxy's foreground with
 the Otsu-binarized saliency map; minus the number of tags) it reports, on the train split (the
@@ -141,12 +143,13 @@ def markdown(rows: dict[str, Any], facts: dict[str, Any]) -> str:
              f"{100 * facts['bad_fraction']:.0f} % with mIoU < {BAD_BELOW}; saliency F < 0.5 on "
              f"{100 * facts['poor_saliency_fraction']:.0f} %", "",
              "| score | Spearman mIoU | Spearman fg IoU | AUROC mIoU<0.5 | kept half: mIoU (gain) | "
-             "Spearman fg IoU, saliency poor / good |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "Spearman mIoU, saliency poor | Spearman fg IoU, saliency poor / good |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
         flag = " (constant)" if r["constant"] else ""
         lines.append(f"| {name}{flag} | {f(r['spearman_miou'])} | {f(r['spearman_fg_iou'])} | {f(r['auroc_bad'])} | "
                      f"{f(r['mean_miou_best_half'])} ({100 * r['gain_best_half']:+.1f}) | "
+                     f"{f(r['spearman_miou_poor_saliency'])} | "
                      f"{f(r['spearman_fg_iou_poor_saliency'])} / {f(r['spearman_fg_iou_good_saliency'])} |")
     lines += ["", "Kept set's mean mIoU (kept count) at the paper's taus:", "",
               "| score | " + " | ".join(f"tau {t:g}" for t in TABLE_IV_TAUS) + " |",

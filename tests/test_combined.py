@@ -163,7 +163,7 @@ class TestTagPrior:
 
 class TestParseComponents:
     def test_default(self) -> None:
-        assert parse_components(None) == DEFAULT_WEIGHTS == {"ac": 1, "ce": 1, "mm": 1, "tags": 1}
+        assert parse_components(None) == DEFAULT_WEIGHTS == {"ac": 1, "ce": 1, "tags": 1}
         assert parse_components(None) is not DEFAULT_WEIGHTS
 
     def test_hand_values(self) -> None:
@@ -245,7 +245,7 @@ class TestRun:
     def test_missing_component_names_its_command(self, cam_store: Path) -> None:
         before = file_digest(cam_store)
         with pytest.raises(StoreError) as info:
-            run(CombinedConfig(store=str(cam_store)))  # the default needs mm:cam
+            run(CombinedConfig(store=str(cam_store), components="ac=1,ce=1,mm=1,tags=1"))
         msg = str(info.value)
         assert "'mm:cam' (made by `salcurate score-model` for proxies 'cam')" in msg
         assert "leave it out: components 'ac=1,ce=1,tags=1'" in msg
@@ -257,6 +257,13 @@ class TestRun:
                                              "ce:cam\\)"):
             run(CombinedConfig(store=str(cam_store), components="zz=1"))
         assert file_digest(cam_store) == before
+
+    def test_the_default_components_are_ac_ce_and_the_tag_prior(self, cam_store: Path) -> None:
+        res = run(CombinedConfig(store=str(cam_store)))
+        assert res.columns == {"ac": "ac:cam", "ce": "ce:cam", "tags": None}
+        with MaskStore(cam_store) as st:
+            np.testing.assert_allclose(st.score("q:cam"), expected_q({"ac": 1, "ce": 1, "tags": 1}), rtol=1e-6,
+                                       equal_nan=True)
 
     def test_component_outside_unit_interval(self, cam_store: Path) -> None:
         put_scores(cam_store, {"mm:cam": np.array([0.1, 0.2, 1.5, 0.3, 0.4, NAN], np.float32)})
@@ -307,8 +314,8 @@ def test_cli_score_combined_and_select_by_default(cam_store: Path) -> None:
 
 def test_cli_score_combined_missing_component(cam_store: Path) -> None:
     before = file_digest(cam_store)
-    assert_error(invoke(["score-combined", cam_store]), "'mm:cam'", "`salcurate score-model`",
-                 "--components 'ac=1,ce=1,tags=1'")
+    assert_error(invoke(["score-combined", cam_store, "--components", "ac=1,ce=1,mm=1,tags=1"]), "'mm:cam'",
+                 "`salcurate score-model`", "--components 'ac=1,ce=1,tags=1'")
     assert_error(invoke(["score-combined", cam_store, "--components", "ac=-1"]),
                  "--components: the weight of 'ac' must be a number >= 0")
     assert_error(invoke(["score-combined", cam_store, "--components", "ac", "--proxy", "nope"]),

@@ -54,7 +54,7 @@ EPS = 1e-3
 #: How far outside [0, 1] a stored component may lie from rounding (float32 columns); clipped.
 RANGE_TOLERANCE = 1e-4
 #: The default components and weights (chosen by measuring on a benchmark; see docs/method.md).
-DEFAULT_WEIGHTS: dict[str, float] = {"ac": 1.0, "ce": 1.0, "mm": 1.0, "tags": 1.0}
+DEFAULT_WEIGHTS: dict[str, float] = {"ac": 1.0, "ce": 1.0, "tags": 1.0}
 #: The command that makes each score column (by base name), for the message when one is missing.
 MAKERS: dict[str, str] = {
     **dict.fromkeys(("f1", "f", "ac", "cd", "sc"), "score-coarse"),
