@@ -112,6 +112,9 @@ class Sizes:
     salnet_warmup: int = 5
     eval_backbone: str = "vgg16"
     eval_images: int = 50
+    cam_backbone: str = "resnet50"  # IRN's CAM network
+    cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # IRN's CAM scales (with flips)
+    cam_images: int = 20
     workers: int = min(8, max(1, (os.cpu_count() or 2) - 2))  # data-loader processes
     compile: bool = True
 
@@ -120,7 +123,8 @@ SMOKE = Sizes(image=(40, 60), store_samples=40, scorer=dict(input_size=32, width
               scorer_batch=4, scorer_batches=(2, 4), scorer_repeats=1, matmul_n=256, fine_batch=8,
               breakdown_samples=8, train_items=48, train_batch=8, train_batches=(4, 8), backbones=("resnet18",),
               precisions=("bf16",), salnet_batch=1, salnet_crop=32, salnet_iters=1, salnet_warmup=1,
-              eval_backbone="resnet18", eval_images=1, workers=0, compile=False)
+              eval_backbone="resnet18", eval_images=1, cam_backbone="resnet18", cam_scales=(1.0,), cam_images=2,
+              workers=0, compile=False)
 
 
 class Skip(Exception):
@@ -741,6 +745,36 @@ def evaluate(ctx: Check) -> dict[str, Any]:
     return out
 
 
+def cam_proxies(ctx: Check) -> dict[str, Any]:
+    """``pseudo-label``'s proxy phase (issue 11's goal: 10,582 VOC images in under 5 minutes after
+    training): IRN's CAMs (4 scales + flips) of a ResNet-50 tag classifier (random weights: the
+    cost does not depend on them) on VOC-sized images with 2 of 20 classes tagged, PAMR, argmax."""
+    from salcurate.nn.classifier import TagClassifier, TagClassifierConfig
+    from salcurate.training.harness import Precision
+    from salcurate.training.pseudo_label import cam_proxy
+
+    ctx.need(30)
+    torch.manual_seed(0)
+    precision = Precision(ctx.device)
+    model = TagClassifier(TagClassifierConfig(backbone=ctx.sizes.cam_backbone, num_classes=20)).to(ctx.device).eval()
+    rng = np.random.default_rng(0)
+    h, w = ctx.sizes.image
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(ctx.sizes.cam_images + 1)]
+    tags = np.zeros(20, bool)
+    tags[[4, 14]] = True
+    with torch.no_grad():
+        cam_proxy(model, images[0], tags, scales=ctx.sizes.cam_scales, precision=precision)  # warm-up
+        _sync(ctx.device)
+        t = time.perf_counter()
+        for image in images[1:]:
+            cam_proxy(model, image, tags, scales=ctx.sizes.cam_scales, precision=precision)
+        _sync(ctx.device)
+        seconds = (time.perf_counter() - t) / ctx.sizes.cam_images
+    return {"backbone": ctx.sizes.cam_backbone, "scales": list(ctx.sizes.cam_scales), "flip": True, "refine": "pamr",
+            "height": h, "width": w, "images": ctx.sizes.cam_images, "s_per_image": seconds,
+            "images_per_s": 1.0 / seconds, "voc_10582_minutes": 10582 * seconds / 60.0}
+
+
 #: (name, function), most important first.
 SECTIONS: tuple[tuple[str, Callable[[Check], dict[str, Any]]], ...] = (
     ("environment", environment),
@@ -752,6 +786,7 @@ SECTIONS: tuple[tuple[str, Callable[[Check], dict[str, Any]]], ...] = (
     ("score_fine", score_fine),
     ("train_scorer", train_scorer),
     ("evaluate", evaluate),
+    ("cam_proxies", cam_proxies),
     ("scorer_compiled", scorer_compiled),
     ("salnet_compiled", salnet_compiled),
 )

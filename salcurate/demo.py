@@ -97,9 +97,10 @@ def demo_commands(folder: Path, config: DemoConfig, *, shipped_scorer: Path | No
     short = folder / "scorer.pt"
     scorer = shipped_scorer if shipped_scorer is not None and shipped_scorer.exists() else short
     cam_run = folder / PSEUDO_LABEL_RUN
-    # the best half by SF: CAM proxies of a classifier trained from random weights on a few images
-    # may all score below the paper's tau 0.55 (the sweep shows what each tau keeps)
-    selection = f"{proxy_column('sf', PROXY_SET)}_best_half"
+    # the best half by the default score q (score-combined): CAM proxies of a classifier trained
+    # from random weights on a few images may all score below the paper's tau 0.55 (the sweep
+    # shows what each tau keeps)
+    selection = f"{proxy_column('q', PROXY_SET)}_best_half"
     keep = str(max(8, config.num_images // 2))
     salnet = folder / "runs" / "salnet"
     return [
@@ -113,8 +114,11 @@ def demo_commands(folder: Path, config: DemoConfig, *, shipped_scorer: Path | No
         ["train-scorer", str(store), "-o", str(short), *SHORT_TRAINING],
         ["score-fine", str(store), "--scorer", str(scorer), "--overwrite"],
         ["evaluate-scores", str(store), "--score", "sf", "--plot", str(folder / "sf-vs-quality.png")],
-        ["select", str(store), "--by", "sf", "--tau", "0.55", "--sweep", "--overwrite"],
-        ["select", str(store), "--by", "sf", "--top-k", keep, "--name", selection, "--overwrite"],
+        ["score-evidence", str(store)],
+        ["score-combined", str(store)],
+        ["evaluate-scores", str(store), "--score", "q", "--plot", str(folder / "q-vs-quality.png")],
+        ["select", str(store), "--tau", "0.55", "--sweep", "--overwrite"],
+        ["select", str(store), "--top-k", keep, "--name", selection, "--overwrite"],
         ["export", str(store), str(folder / "export"), "--selection", selection,
          "--scores", str(folder / "scores.csv"), "--overwrite"],
         ["report", str(store), "-o", str(folder / "report"), "--overwrite"],

@@ -444,7 +444,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert (folder / "masks.h5").is_file()
     text = flat(result.stdout)
     for step in ("import voc", "info", "pseudo-label", "score-coarse", "evaluate-scores", "train-scorer", "score-fine",
-                 "select", "export", "report", "retrain", "evaluate"):
+                 "score-evidence", "score-combined", "select", "export", "report", "retrain", "evaluate"):
         assert f"$ salcurate {step}" in text, step
     assert "demo finished" in text and "salcurate-demo/report/index.html" in text
     assert (folder / "report" / "index.html").is_file()
@@ -452,7 +452,9 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert summary["num_samples"] == 48
     assert sum(summary["splits"].values()) == 48
     assert list(summary["proxies"]) == ["cam"]  # the proxies come from the tags (pseudo-label)
-    assert {"sc:cam", "sf:cam", "p:cam"} <= set(summary["scores"]) and "sf:cam_best_half" in summary["selections"]
+    assert {"sc:cam", "sf:cam", "p:cam", "ce:cam", "q:cam"} <= set(summary["scores"])
+    assert "q:cam_best_half" in summary["selections"]  # select's default score: q
+    assert "selecting by q:cam" in text
     assert (folder / "runs" / "pseudo-label" / "backbone.pth").is_file() and (folder / "miou.md").is_file()
 
 
@@ -480,7 +482,8 @@ def test_demo_steps_go_from_tags_to_salnet(tmp_path: Path) -> None:
     steps = demo_commands(folder, DemoConfig(num_images=8))
     names = [" ".join(s[:2]) if s[0] == "import" else s[0] for s in steps]
     assert names == ["import voc", "info", "pseudo-label", "score-coarse", "evaluate-scores", "train-scorer",
-                     "score-fine", "evaluate-scores", "select", "select", "export", "report", "retrain", "evaluate"]
+                     "score-fine", "evaluate-scores", "score-evidence", "score-combined", "evaluate-scores", "select",
+                     "select", "export", "report", "retrain", "evaluate"]
     by_name = {" ".join(s[:2]) if s[0] == "import" else s[0]: s for s in steps}
     imported = by_name["import voc"]
     assert "--pseudo" not in imported  # no proxies on disk: they come from the tags

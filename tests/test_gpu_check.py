@@ -101,6 +101,9 @@ def test_the_issue_figures_are_there(smoke: tuple[list[dict[str, Any]], str]) ->
     assert by["train_scorer"]["figures"]["fastest_batch"] in (4, 8)
     evaluate = by["evaluate"]["figures"]
     assert evaluate["single_scale_images_per_s"] > 0 and evaluate["multi_scale_flip_images_per_s"] > 0
+    cams = by["cam_proxies"]["figures"]
+    assert cams["images"] == 2 and cams["images_per_s"] > 0
+    assert cams["voc_10582_minutes"] == pytest.approx(10582 / cams["images_per_s"] / 60, rel=1e-6)
 
 
 def test_bad_input_is_one_line_and_exit_2(gpu_check: ModuleType, tmp_path: Path,
