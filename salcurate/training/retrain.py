@@ -219,13 +219,7 @@ def run(config: RetrainConfig, *, events: Events | None = None) -> RetrainResult
     of the last logged window) and ``metrics`` for each line of ``log.jsonl`` (loss windows and
     validations, the latter with ``val_miou``).
     """
-    started = time.time()
-    config = config.resolved()
-    _check(config)
-    config = resolve_proxy(config)
-    with ddp.session(resolve_device(config.device)) as (info, device):
-        precision = Precision(device, amp=config.amp, channels_last=config.channels_last)
-        return _Trainer(config, precision, info, events or NO_EVENTS).train(started)
+    return _train(config, events=events, indices=None)
 
 
 def train_on_indices(config: RetrainConfig, indices: np.ndarray, *, events: Events | None = None) -> RetrainResult:
@@ -234,13 +228,17 @@ def train_on_indices(config: RetrainConfig, indices: np.ndarray, *, events: Even
     step of its own work (``score-model``'s folds): the run folder, checkpoints and ``resume`` are
     :func:`run`'s, the indices are part of the checkpoint's recipe, and the store's run log gets
     no entry (the calling command records its own)."""
+    return _train(config, events=events, indices=np.asarray(indices))
+
+
+def _train(config: RetrainConfig, *, events: Events | None, indices: np.ndarray | None) -> RetrainResult:
     started = time.time()
     config = config.resolved()
     _check(config)
     config = resolve_proxy(config)
     with ddp.session(resolve_device(config.device)) as (info, device):
         precision = Precision(device, amp=config.amp, channels_last=config.channels_last)
-        return _Trainer(config, precision, info, events or NO_EVENTS, indices=np.asarray(indices)).train(started)
+        return _Trainer(config, precision, info, events or NO_EVENTS, indices=indices).train(started)
 
 
 def resolve_proxy(config: RetrainConfig) -> RetrainConfig:
