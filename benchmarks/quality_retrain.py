@@ -45,6 +45,8 @@ RUNS: dict[str, dict[str, Any]] = {
     "P5-multitask (branch trained, no product)": {"by": "sf", "attention": "multitask"},
     "P5-lambda0.5 (multiply, lambda 0.5)": {"by": "sf", "attention": "multiply", "lam": 0.5},
     "P4q + selection by the combined score q": {"by": "q", "attention": "off"},
+    # q without its tag prior (a column qn = (AC x CE)^(1/2) written beside q for this run)
+    "P4qn + selection by q without the tag prior": {"by": "qn", "attention": "off"},
 }
 PAPER_RUNS = ("P2", "P3", "P4", "P5")
 
