@@ -388,6 +388,18 @@ class MaskStore:
         raise InputError(f"{self.path}: the store has {what}; it has {listed}: choose one of them with proxy "
                          f"or {_MAKE_PROXIES}", param="proxy")
 
+    def resolve_proxy_masks(self, name: str | None) -> tuple[str, np.ndarray]:
+        """The proxy set a scoring command uses (as :meth:`resolve_proxy`) and ``(N,)`` which
+        samples hold one of its masks; a one-line error for a store without proxies or an empty set."""
+        if name is None and not self.proxy_names():
+            raise StoreError(f"{self.path}: the store has no proxy masks; {_MAKE_PROXIES}")
+        proxy = self.resolve_proxy(name)
+        has_proxy = self.has_map(proxy)
+        if not has_proxy.any():
+            raise StoreError(f"{self.path}: the set of proxies {proxy!r} holds no masks; make it again with "
+                             "`salcurate pseudo-label`")
+        return proxy, has_proxy
+
     def resolve_column(self, name: str, proxy: str | None) -> tuple[str, str]:
         """Score column ``name`` (``sc``, ``sf@1a2b3c``) of proxy set ``proxy`` (resolved as by
         :meth:`resolve_proxy`), and the set: ``("sc:cam", "cam")``.  A name that carries its set

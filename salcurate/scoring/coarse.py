@@ -135,14 +135,7 @@ def check_config(config: CoarseConfig) -> CoarseConfig:
 def resolve_config(config: CoarseConfig, store: store_mod.MaskStore) -> CoarseConfig:
     """Check the config against the store; resolve the proxy set and ``saliency="auto"``."""
     config = check_config(config)
-    if config.proxy is None and not store.proxy_names():
-        raise StoreError(f"{store.path}: the store has no proxy masks; import them with "
-                         "`salcurate import ... --pseudo DIR` or make a set with `salcurate pseudo-label`")
-    proxy = store.resolve_proxy(config.proxy)
-    has_proxy = store.has_map(proxy)
-    if not has_proxy.any():
-        raise StoreError(f"{store.path}: the set of proxies {proxy!r} holds no masks; "
-                         "make it again with `salcurate pseudo-label`")
+    proxy, has_proxy = store.resolve_proxy_masks(config.proxy)
     no_tags = has_proxy & ~store.has_tags
     if no_tags.any():
         first = store.ids[int(np.flatnonzero(no_tags)[0])]

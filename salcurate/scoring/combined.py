@@ -215,14 +215,7 @@ def run(config: CombinedConfig, *, events: Events | None = None) -> CombinedResu
     path = Path(config.store)
     weights = parse_components(config.components)
     with store_mod.MaskStore(path) as st:
-        if config.proxy is None and not st.proxy_names():
-            raise StoreError(f"{path}: the store has no proxy masks; import them with "
-                             "`salcurate import ... --pseudo DIR` or make a set with `salcurate pseudo-label`")
-        proxy = st.resolve_proxy(config.proxy)
-        has_proxy = st.has_map(proxy)
-        if not has_proxy.any():
-            raise StoreError(f"{path}: the set of proxies {proxy!r} holds no masks; make it again with "
-                             "`salcurate pseudo-label`")
+        proxy, has_proxy = st.resolve_proxy_masks(config.proxy)
         column = store_mod.proxy_column(COLUMN, proxy)
         columns: dict[str, str | None] = {}
         for name in weights:
