@@ -47,6 +47,9 @@ RUNS: dict[str, dict[str, Any]] = {
     "P4q + selection by the combined score q": {"by": "q", "attention": "off"},
     # q without its tag prior (a column qn = (AC x CE)^(1/2) written beside q for this run)
     "P4qn + selection by q without the tag prior": {"by": "qn", "attention": "off"},
+    # the same, kept per class (select --by qn --top-fraction 0.3 --per-class, made beforehand)
+    "P4qnc + per-class selection by q without the tag prior": {"by": "qn", "attention": "off",
+                                                               "selection": "qn:cam_top0.3_perclass"},
 }
 PAPER_RUNS = ("P2", "P3", "P4", "P5")
 
@@ -90,7 +93,7 @@ def _run(store: str, workdir: str, name: str, seed: int, common: dict[str, Any],
     out = Path(workdir) / f"{name.split()[0]}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.time()
-    selection = None if by is None else selection_name(by, proxy, rule)
+    selection = spec.pop("selection", None) or (None if by is None else selection_name(by, proxy, rule))
     res = run(RetrainConfig(store=store, output=str(out), seed=seed, proxy=proxy, selection=selection,
                             **spec, **common))
     return {"run": name, "seed": seed, "val_miou": res.validation["val_miou"],
@@ -114,7 +117,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/retrain-quality.json"))
     args = ap.parse_args()
     names = [n for n in RUNS if n.split()[0] in args.runs]
-    kept = make_selections(args.store, args.proxy, args.rule, {RUNS[n]["by"] for n in names} - {None})
+    kept = make_selections(args.store, args.proxy, args.rule,
+                           {RUNS[n]["by"] for n in names if "selection" not in RUNS[n]} - {None})
     pretrained = args.backbone_weights != "none"
     lr = args.lr if args.lr is not None else (1e-3 if pretrained else 1e-2)
     common = dict(backbone="resnet18", backbone_weights=args.backbone_weights, crop=args.crop,
