@@ -8,7 +8,8 @@ Retrains SAL-Net (ResNet-18) on a store's proxies several ways and reports valid
 * P4: proxies selected by SF, no attention loss;
 * P5: as P4 with the attention loss (``attention multiply``, lambda 2);
 * variants: ``P5-multitask`` and ``P5-lambda0.5`` (why P5 helps or hurts), ``P4q`` (selected by the
-  combined score ``q`` of ``salcurate score-combined``, issue 12).
+  combined score ``q`` of ``salcurate score-combined``, issue 12), ``P4qn`` and ``P4qnc`` (q without
+  its tag prior, globally and per class; the script writes that column, ``qn``).
 
 The selection rule is the paper's ``--rule tau`` (score >= 0.55) or ``--rule half`` (the best half
 by the score: CAM proxies from a classifier trained on this CPU rarely reach 0.55).  The start is
@@ -81,6 +82,24 @@ def make_selections(store: Path, proxy: str, rule: str, bys: set[str]) -> dict[s
     return kept
 
 
+def write_qn(store: Path, proxy: str) -> None:
+    """The column ``qn`` (q without its tag prior: the geometric mean of AC and CE) for runs P4qn/P4qnc,
+    and the per-class selection P4qnc trains on (the best 30 % of each class by qn)."""
+    from salcurate.data import store as store_mod
+    from salcurate.scoring.combined import combined_score
+    from salcurate.selection.select import SelectConfig
+    from salcurate.selection.select import run as select
+
+    with store_mod.MaskStore(store) as st:
+        ac, ce = (np.clip(st.score(store_mod.proxy_column(c, proxy)).astype(np.float64), 0, 1) for c in ("ac", "ce"))
+    qn = combined_score({"ac": ac, "ce": ce}, weights={"ac": 1.0, "ce": 1.0})
+    with store_mod.transaction(store, command="benchmark", config={"what": "q without the tag prior"}) as tx:
+        tx.put_scores({store_mod.proxy_column("qn", proxy): qn}, config={"weights": {"ac": 1, "ce": 1}},
+                      command="benchmark", overwrite=True)
+    select(SelectConfig(store=str(store), proxy=proxy, by="qn", top_fraction=0.3, per_class=True, overwrite=True,
+                        name=RUNS["P4qnc + per-class selection by q without the tag prior"]["selection"]))
+
+
 def _run(store: str, workdir: str, name: str, seed: int, common: dict[str, Any], proxy: str,
          rule: str) -> dict[str, Any]:
     import torch
@@ -117,6 +136,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/retrain-quality.json"))
     args = ap.parse_args()
     names = [n for n in RUNS if n.split()[0] in args.runs]
+    if any(RUNS[n]["by"] == "qn" for n in names):
+        write_qn(args.store, args.proxy)
     kept = make_selections(args.store, args.proxy, args.rule,
                            {RUNS[n]["by"] for n in names if "selection" not in RUNS[n]} - {None})
     pretrained = args.backbone_weights != "none"
