@@ -388,6 +388,22 @@ class MaskStore:
         raise InputError(f"{self.path}: the store has {what}; it has {listed}: choose one of them with proxy "
                          f"or {_MAKE_PROXIES}", param="proxy")
 
+    def proxy_run_config(self, proxy: str) -> dict[str, Any] | None:
+        """The resolved config of the ``pseudo-label`` run that made set ``proxy`` (its ``output``
+        folder holds the tag classifier), or None for a set made otherwise."""
+        meta = self.map_meta(proxy)
+        config = meta.get("config")
+        return config if meta.get("command") == "pseudo-label" and isinstance(config, dict) else None
+
+    def locate(self, path: str | os.PathLike[str]) -> Path:
+        """A path a run recorded: as given when absolute or present, else beside the store (a run
+        started in the store's folder), else as given."""
+        path = Path(path)
+        if path.is_absolute() or path.exists():
+            return path
+        beside = self.path.parent / path
+        return beside if beside.exists() else path
+
     def resolve_proxy_masks(self, name: str | None) -> tuple[str, np.ndarray]:
         """The proxy set a scoring command uses (as :meth:`resolve_proxy`) and ``(N,)`` which
         samples hold one of its masks; a one-line error for a store without proxies or an empty set."""

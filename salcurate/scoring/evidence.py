@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMAND = "score-evidence"
-PSEUDO_LABEL = "pseudo-label"
 #: The columns, in the work area's order.
 COLUMNS = ("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc")
 #: The CAM settings when neither the proxy set nor the classifier file names them: one scale with
@@ -94,24 +93,7 @@ class EvidenceResult(Result):
 # Checks and the classifier
 # ------------------------------------------------------------------------------------------
 def _pseudo_label_sets(st: store_mod.MaskStore) -> list[str]:
-    return [p for p in st.proxy_names() if st.map_meta(p).get("command") == PSEUDO_LABEL]
-
-
-def _proxy_run_config(st: store_mod.MaskStore, proxy: str) -> dict[str, Any] | None:
-    """The resolved config of the ``pseudo-label`` run that made set ``proxy``, or None."""
-    meta = st.map_meta(proxy)
-    run_config = meta.get("config")
-    if meta.get("command") != PSEUDO_LABEL or not isinstance(run_config, dict):
-        return None
-    return run_config
-
-
-def _locate(path: Path, store_path: Path) -> Path:
-    """A relative path as given, else beside the store (a run started in the store's folder)."""
-    if path.is_absolute() or path.exists():
-        return path
-    beside = store_path.parent / path
-    return beside if beside.exists() else path
+    return [p for p in st.proxy_names() if st.proxy_run_config(p) is not None]
 
 
 def _classifier_path(config: EvidenceConfig, st: store_mod.MaskStore, proxy: str,
@@ -130,7 +112,7 @@ def _classifier_path(config: EvidenceConfig, st: store_mod.MaskStore, proxy: str
                          f"tag-classifying CAM network the class evidence needs{hint}; make a set with {_MAKE} or "
                          "pass that network's classifier.pt with classifier", param="classifier")
     named = Path(str(run_config.get("classifier") or Path(str(run_config["output"])) / "classifier.pt"))
-    path = _locate(named, st.path)
+    path = st.locate(named)
     if not path.is_file():
         raise InputError(f"{named} (the classifier.pt {_MAKE} made the set of proxies {proxy!r} with) not found; "
                          "pass its new place with classifier, or make the set again with "
@@ -308,7 +290,7 @@ def run(config: EvidenceConfig, *, events: Events | None = None) -> EvidenceResu
         raise InputError(f"workers must be 0 (load in this process) or more, got {config.workers}", param="workers")
     with store_mod.MaskStore(path) as st:
         proxy = st.resolve_proxy(config.proxy)
-        run_config = _proxy_run_config(st, proxy)
+        run_config = st.proxy_run_config(proxy)
         classifier = _classifier_path(config, st, proxy, run_config)
         has_proxy = _check_store(st, proxy)
         payload = read_classifier_file(classifier)

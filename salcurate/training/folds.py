@@ -180,19 +180,17 @@ def assign_folds(n: int, folds: int, seed: int) -> np.ndarray:
 
 def _classifier_run(st: store_mod.MaskStore, proxy: str) -> tuple[Path | None, str | None, str]:
     """The pseudo-label run folder that made ``proxy`` (None if it was not made so), its backbone, and why not."""
-    meta = st.map_meta(proxy)
-    made_by = meta.get("command") or "import"
-    if made_by != "pseudo-label":
+    cfg = st.proxy_run_config(proxy)
+    if cfg is None:
+        made_by = st.map_meta(proxy).get("command") or "import"
         return None, None, f"proxy set {proxy!r} was made by `salcurate {made_by}`, not by `salcurate pseudo-label`"
-    cfg = meta.get("config") or {}
     out = cfg.get("output")
     if not out:
         return None, None, f"proxy set {proxy!r} does not record its pseudo-label run folder"
     folder = Path(out)
-    candidates = [folder] if folder.is_absolute() else [folder, st.path.parent / folder]
-    for c in candidates:
-        if (c / CLASSIFIER_BACKBONE_FILE).is_file():
-            return c.resolve(), cfg.get("backbone"), ""
+    backbone = st.locate(folder / CLASSIFIER_BACKBONE_FILE)
+    if backbone.is_file():
+        return backbone.parent.resolve(), cfg.get("backbone"), ""
     return None, cfg.get("backbone"), (f"the classifier of proxy set {proxy!r} is not in its run folder "
                                        f"{folder / CLASSIFIER_BACKBONE_FILE} (moved or deleted?)")
 

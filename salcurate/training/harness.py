@@ -15,6 +15,7 @@ The training loops themselves stay in their commands (``train-scorer`` counts ep
   record as :meth:`salcurate.events.Events.metrics`.
 * :func:`checkpoint_on_interrupt` turns Ctrl-C into a checkpoint and a one-line error that says
   how to continue (``resume``).
+* :func:`poly_lr` is the learning-rate schedule of every iteration-counted loop.
 * :func:`write_config` saves the resolved config beside the run as TOML (what ``--config``
   reads back) and, where a command keeps one, as JSON with the run's facts.
 
@@ -232,6 +233,11 @@ def checkpoint_on_interrupt(save: Callable[[], str], checkpoint: Path) -> Iterat
 # ------------------------------------------------------------------------------------------
 # Logs and the resolved config
 # ------------------------------------------------------------------------------------------
+def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
+    """The poly schedule (SAL Eq. 15, DeepLab's): ``base (1 - iteration / max_iter) ^ power``, 0 past the end."""
+    return base * max(0.0, 1.0 - iteration / max_iter) ** power
+
+
 def _tensorboard(folder: Path | None) -> Any:
     if folder is None:
         return None

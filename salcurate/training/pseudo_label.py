@@ -85,6 +85,7 @@ from salcurate.training.harness import (
     RunLog,
     checkpoint_on_interrupt,
     optimizer_state,
+    poly_lr,
     prepare_model,
     recipe_of,
     restore_optimizer,
@@ -385,11 +386,6 @@ def _images(store_path: str, indices: np.ndarray, workers: int) -> Iterator[tupl
 # ------------------------------------------------------------------------------------------
 # The classifier's training (an epoch loop on the harness)
 # ------------------------------------------------------------------------------------------
-def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
-    """The poly schedule: ``base (1 - iteration / max_iter) ^ power``."""
-    return base * max(0.0, 1.0 - iteration / max_iter) ** power
-
-
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     model, info = load_classifier(path)
     return {**info, "model": model}

@@ -59,6 +59,7 @@ from salcurate.training.harness import (
     RunLog,
     checkpoint_on_interrupt,
     optimizer_state,
+    poly_lr,
     prepare_model,
     recipe_of,
     restore_optimizer,
@@ -189,11 +190,6 @@ def _check(c: RetrainConfig) -> None:
     if c.checkpoint_every < 1 or c.log_every < 1 or c.val_every < 0:
         raise InputError("checkpoint_every and log_every must be >= 1 and val_every >= 0",
                          param=("checkpoint_every", "log_every", "val_every"))
-
-
-def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
-    """The poly schedule (Eq. 15): ``base (1 - iteration / max_iter) ^ power``."""
-    return base * (1.0 - iteration / max_iter) ** power
 
 
 @dataclasses.dataclass(frozen=True)
