@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -104,7 +103,9 @@ def main() -> None:
     results: dict[str, object] = {}
     for name, src, workers in (("small_w1", small, 1), ("small_w2", small, 2), ("full_w2", full_src, 2)):
         work = out / f"{name}.h5"
-        shutil.copyfile(src, work)
+        from salcurate.data.store import copy_store
+
+        copy_store(src, work)
         r = run_scoring(work, workers)
         r["masks_per_s"] = r["n"] / r["seconds"]
         results[name] = r

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +23,15 @@ def prepare(src: Path, dst: Path) -> None:
     if dst.exists():
         return
     tmp = dst.with_suffix(".tmp.h5")
-    shutil.copyfile(src, tmp)
+    from salcurate.data.store import copy_store, remove_store
+
+    copy_store(src, tmp)
     from salcurate.scoring import coarse, fine
 
     coarse.run(coarse.CoarseConfig(store=str(tmp)))
     fine.run(fine.ScoreFineConfig(store=str(tmp), batch_size=64, workers=2))
-    tmp.rename(dst)
+    copy_store(tmp, dst)
+    remove_store(tmp)
 
 
 def run_report(store: Path, out: Path, k: int) -> dict[str, float]:

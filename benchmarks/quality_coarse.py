@@ -17,7 +17,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from salcurate.data.demo_data import DemoConfig, make_demo_dataset
 from salcurate.data.importing import ImportConfig
 from salcurate.data.importing import run as import_dataset
-from salcurate.data.store import MaskStore
+from salcurate.data.store import MaskStore, copy_store
 from salcurate.scoring import coarse
 from salcurate.scoring.coarse import CoarseConfig
 from salcurate.selection.validation import true_quality_of_store
@@ -63,7 +62,7 @@ def main() -> None:
     default_sc = None
     for name, cfg in VARIANTS.items():
         work = args.workdir / "work.h5"
-        shutil.copyfile(base, work)
+        copy_store(base, work)
         summary = coarse.run(dataclasses.replace(cfg, store=str(work)))
         with MaskStore(work) as st:
             sc = st.score("sc").astype(np.float64)

@@ -7,9 +7,11 @@ place that knows about file formats; the math modules work on arrays.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,11 @@ from PIL import Image
 from salcurate.errors import InputError
 
 IGNORE_LABEL = 255
+
+#: The largest image (width x height) an import accepts by default.  Pillow itself warns above
+#: about 89 million pixels and refuses above about 179 million; 100 million keeps a 10000 x 10000
+#: image and refuses what would take gigabytes of memory to decode and score.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 #: The 21 PASCAL VOC class names, background first (the default when no class list is given).
 VOC_CLASS_NAMES: tuple[str, ...] = (
@@ -61,12 +68,57 @@ def voc_palette() -> np.ndarray:
 _VOC_PALETTE_FLAT = voc_palette().reshape(-1).tolist()
 
 
-def _open(source: Path | bytes, what: str, name: str | None = None) -> Image.Image:
+_PILLOW_CHECK_LOCK = threading.Lock()
+_pillow_check_off = 0  # how many callers are inside _own_size_check
+_pillow_check_saved: int | None = None
+
+
+@contextlib.contextmanager
+def _own_size_check(max_pixels: int | None) -> Iterator[None]:
+    """Within: Pillow's own size check (``Image.MAX_IMAGE_PIXELS``: a DecompressionBombWarning
+    above it, an error above twice it, both from ``Image.open``) is off when the caller checks
+    the size itself (``max_pixels`` not None); nothing changes otherwise.
+
+    Counted across threads: the first caller in saves Pillow's limit, the last one out restores it.
+    """
+    global _pillow_check_off, _pillow_check_saved
+    if max_pixels is None:
+        yield
+        return
+    with _PILLOW_CHECK_LOCK:
+        if _pillow_check_off == 0:
+            _pillow_check_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pillow_check_off += 1
+    try:
+        yield
+    finally:
+        with _PILLOW_CHECK_LOCK:
+            _pillow_check_off -= 1
+            if _pillow_check_off == 0:
+                Image.MAX_IMAGE_PIXELS = _pillow_check_saved
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int | None, name: str, what: str = "image") -> None:
+    """Refuse an image of ``size`` ``(width, height)`` above ``max_pixels`` (None or 0: no limit)."""
+    width, height = size
+    if max_pixels and width * height > max_pixels:
+        raise InputError(f"{name}: {what} is {width} x {height} = {width * height:,} pixels, above max_pixels "
+                         f"({max_pixels:,}); shrink it, or raise max_pixels (0 = no limit)", param="max_pixels")
+
+
+def _open(source: Path | bytes, what: str, name: str | None = None, *, max_pixels: int | None = None) -> Image.Image:
+    """Open and decode ``source``; with ``max_pixels`` (0: no limit) its size is checked from the
+    header before decoding, instead of by Pillow."""
     if name is None:
         name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
     try:
-        image = Image.open(io.BytesIO(source) if not isinstance(source, Path) else source)
+        with _own_size_check(max_pixels):
+            image = Image.open(io.BytesIO(source) if not isinstance(source, Path) else source)
+        check_pixels(image.size, max_pixels, name, what)
         image.load()
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{name}: {what} file not found; check the path") from None
     except Exception as exc:  # PIL raises many types for undecodable files
@@ -77,9 +129,13 @@ def _open(source: Path | bytes, what: str, name: str | None = None) -> Image.Ima
     return image
 
 
-def read_label_png(source: Path | bytes) -> np.ndarray:
-    """Read a label map: ``(H, W)`` uint8 class indices from a palette or 8-bit grey PNG."""
-    image = _open(source, "label map")
+def read_label_png(source: Path | bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read a label map: ``(H, W)`` uint8 class indices from a palette or 8-bit grey PNG.
+
+    ``max_pixels``: refuse a map larger than that (0: no limit), checked from the header before
+    decoding; None leaves the check to Pillow (a warning, or an error for very large files).
+    """
+    image = _open(source, "label map", max_pixels=max_pixels)
     if image.mode not in ("P", "L"):
         raise InputError(
             f"{source}: expected a palette or 8-bit grey PNG label map, got mode {image.mode}; "
@@ -88,9 +144,11 @@ def read_label_png(source: Path | bytes) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_grey_png(source: Path | bytes, what: str = "saliency map", *, name: str | None = None) -> np.ndarray:
-    """Read an 8-bit grey map: ``(H, W)`` uint8 (RGB input is converted to luminance)."""
-    image = _open(source, what, name)
+def read_grey_png(source: Path | bytes, what: str = "saliency map", *, name: str | None = None,
+                  max_pixels: int | None = None) -> np.ndarray:
+    """Read an 8-bit grey map: ``(H, W)`` uint8 (RGB input is converted to luminance); ``max_pixels``
+    as in :func:`read_label_png`."""
+    image = _open(source, what, name, max_pixels=max_pixels)
     if image.mode in ("I;16", "I", "F"):
         raise InputError(f"{name or source}: expected an 8-bit {what}, got mode {image.mode}; "
                          "save it as 8-bit grey PNG")
@@ -99,19 +157,25 @@ def read_grey_png(source: Path | bytes, what: str = "saliency map", *, name: str
     return np.asarray(image, dtype=np.uint8)
 
 
-def probe_image(data: bytes, name: str) -> tuple[int, int, str]:
+def probe_image(data: bytes, name: str, *, max_pixels: int | None = None) -> tuple[int, int, str]:
     """Check that encoded image bytes decode fully; returns ``(height, width, format)``.
 
     JPEGs are decoded in draft mode (DCT scaling), which still reads every entropy-coded
     byte, so truncated or corrupt files are caught at a fraction of a full decode's cost.
+    ``max_pixels``: refuse an image larger than that (0: no limit), checked from the header
+    before decoding; None leaves the check to Pillow.
     """
     try:
-        image = Image.open(io.BytesIO(data))
+        with _own_size_check(max_pixels):
+            image = Image.open(io.BytesIO(data))
         width, height = image.size
+        check_pixels((width, height), max_pixels, name)
         fmt = image.format or "unknown"
         if fmt == "JPEG":
             image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
         image.load()
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(
             f"{name}: expected a readable image, but it does not decode ({type(exc).__name__}: {exc}); "
@@ -189,7 +253,7 @@ def grey_png_bytes(source: Path | bytes, values: np.ndarray | None = None) -> by
     is one (bit-exact, no re-encoding), else ``values`` encoded losslessly."""
     data = source.read_bytes() if isinstance(source, Path) else bytes(source)
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        with Image.open(io.BytesIO(data)) as image:
+        with _own_size_check(0), Image.open(io.BytesIO(data)) as image:  # the header only
             if image.mode == "L":
                 return data
     if values is None:

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "salcurate"
 
 #: Foundation modules: importable from anywhere; they import only each other.
 FOUNDATION = ("errors", "config", "events", "paper", "stats", "imageio", "crf", "segmentation_metrics", "_version",
-              "nn")
+              "distributed", "nn")
 #: The pipeline's stages in order; a module may import its own stage, earlier ones and the foundation.
 STAGES = ("data", "scoring", "selection", "training", "evaluation", "report")
 #: Orchestrators at the top: they may import everything.
@@ -39,7 +39,8 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("salcurate"))
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("salcurate"):
-            found.add(node.module)
+            if node.module != "salcurate":  # ``from salcurate import distributed``: the names are the modules
+                found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
     return found
 

@@ -70,7 +70,7 @@ def assert_store_matches(path: Path, v: TinyVoc, ids: list[str] | None = None) -
     ("args", "commands"),
     [([], ["import", "info", "export", "demo", "score-coarse", "select", "evaluate-scores", "train-scorer",
            "score-fine", "report", "retrain", "predict", "evaluate", "pseudo-label", "score-evidence",
-           "score-combined", "score-model"]), (["import"], ["voc", "folder"])],
+           "score-combined", "score-model", "check", "migrate", "compact"]), (["import"], ["voc", "folder"])],
     ids=["top", "import"],
 )
 def test_help_lists_every_command_with_a_description(args: list[str], commands: list[str]) -> None:
@@ -218,7 +218,7 @@ def test_info_table(tiny_store: Path) -> None:
     result = invoke(["info", tiny_store])
     assert_ok(result)
     text = flat(result.stdout)
-    assert f"{tiny_store}: 6 samples, 3 classes, schema v1 (salcurate {__version__})" in text
+    assert f"{tiny_store}: 6 samples, 3 classes, schema v2 (salcurate {__version__})" in text
     assert "splits: train 4, val 2 | maps: proxy 6, gt 5, saliency 6 | tags 5 | strong 0" in text
     for k, name in enumerate(("background", "widget", "gadget", "gizmo")):
         assert f"│ {k} │ {name} │" in text
@@ -233,7 +233,7 @@ def test_info_json(tiny_voc: TinyVoc, tiny_store: Path) -> None:
     assert_ok(result)
     summary = json.loads(result.stdout)
     assert summary["path"] == str(tiny_store)
-    assert summary["schema_version"] == 1
+    assert summary["schema_version"] == 2
     assert summary["salcurate_version"] == __version__
     assert summary["num_samples"] == 6
     assert summary["num_classes"] == 3

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from conftest import NO_GT_ID, TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_args
 from typer.testing import Result
 
-from salcurate.data.store import MaskStore
+from salcurate.data.store import MaskStore, copy_store
 from salcurate.data.workarea import config_hash
 from salcurate.paper import TABLE_IV_TAUS as PAPER_TAUS
 from salcurate.scoring import metrics
@@ -258,7 +257,7 @@ def test_workers_2_matches_workers_1(scored: Path, tmp_path: Path) -> None:
         one = {c: st.score(c) for c in COLUMNS}
         ref_one = [st.map("reference", i) for i in range(len(st))]
     # the same store scored again from scratch (--overwrite) by two worker processes
-    shutil.copyfile(scored, copy)
+    copy_store(scored, copy)
     result = invoke(["score-coarse", copy, "--workers", "2", "--overwrite"])
     assert_ok(result)
     assert "scored 6 masks" in flat(result.stdout)

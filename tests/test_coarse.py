@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import make_demo_store
 
-from salcurate.data.store import MaskStore
+from salcurate.data.store import MaskStore, copy_store
 from salcurate.data.workarea import config_hash
 from salcurate.errors import InputError
 from salcurate.scoring import metrics, reference
@@ -31,7 +30,7 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _copy(src: Path, dst_dir: Path) -> Path:
     dst = dst_dir / "masks.h5"
-    shutil.copyfile(src, dst)
+    copy_store(src, dst)
     return dst
 
 

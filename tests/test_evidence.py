@@ -18,7 +18,7 @@ from conftest import CLASS_NAMES, NO_GT_ID, assert_ok, file_digest, invoke
 from torch import nn
 
 from salcurate.data import store as store_mod
-from salcurate.data.store import MaskStore
+from salcurate.data.store import MaskStore, copy_store
 from salcurate.errors import InputError, StoreError
 from salcurate.events import Events
 from salcurate.nn.classifier import (
@@ -268,7 +268,7 @@ def test_run_writes_the_columns_with_their_config(cam_store: Path) -> None:
 def test_killed_run_resumes_to_the_same_columns(cam_store: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     whole = tmp_path / "whole.h5"
-    whole.write_bytes(cam_store.read_bytes())
+    copy_store(cam_store, whole)
     expected = _columns(whole, run(EvidenceConfig(store=str(whole), proxy="cam", workers=0)).columns)
 
     real, calls = ev.image_scores, []

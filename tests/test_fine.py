@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import torch
 from conftest import file_digest, invoke
 
-from salcurate.data.store import MaskStore
+from salcurate.data.store import MaskStore, copy_store
 from salcurate.errors import InputError, SalcurateError
 from salcurate.events import Events
 from salcurate.nn.scorer import load_checkpoint
@@ -29,7 +28,7 @@ TINY = dict(input_size=32, width=8, channels=12, hidden=6, batch_size=8, lr=1e-3
 @pytest.fixture
 def store(demo_scored_store: Path, tmp_path: Path) -> Path:
     path = tmp_path / "masks.h5"
-    shutil.copyfile(demo_scored_store, path)
+    copy_store(demo_scored_store, path)
     return path
 
 
@@ -125,7 +124,7 @@ def test_score_fine_stores_p_and_sf_and_is_resumable(store: Path, tmp_path: Path
     ckpt = tmp_path / "scorer.pt"
     _train(store, TrainScorerConfig(output=str(ckpt), epochs=1, **TINY))
     clean = tmp_path / "clean.h5"
-    shutil.copyfile(store, clean)
+    copy_store(store, clean)
 
     calls = {"n": 0}
 

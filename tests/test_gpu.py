@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import torch
 from conftest import assert_ok, invoke
 from PIL import Image
 
+from salcurate.data.store import copy_store
 from salcurate.errors import SalcurateError
 from salcurate.events import Events
 
@@ -157,7 +157,7 @@ def test_gdn_stays_finite_in_bf16_on_large_activations(device: str) -> None:
 @pytest.fixture
 def store(demo_scored_store: Path, tmp_path: Path) -> Path:
     path = tmp_path / "masks.h5"
-    shutil.copyfile(demo_scored_store, path)
+    copy_store(demo_scored_store, path)
     return path
 
 

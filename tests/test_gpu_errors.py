@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from conftest import invoke, put_selection
 
+from salcurate import distributed as ddp
 from salcurate.errors import InputError
-from salcurate.training import distributed as ddp
 from salcurate.training import harness
 
 CUDA = torch.device("cuda")  # a description only: nothing here touches a GPU

@@ -15,6 +15,7 @@ from conftest import TinyVoc, assert_ok, file_digest, invoke, tree_digest, voc_a
 from PIL import Image
 from typer.testing import Result
 
+from salcurate.data.store import copy_store
 from salcurate.imageio import write_label_png
 
 
@@ -88,6 +89,15 @@ def _random_bytes_image(v: TinyVoc, out: Path) -> tuple[list[str], list[str]]:
     victim = v.images["s006"]
     victim.write_bytes(np.random.default_rng(1).integers(0, 256, 500, dtype=np.uint8).tobytes())
     return voc_args(v, out), [str(victim), "does not decode"]
+
+
+def _huge_png_image(v: TinyVoc, out: Path) -> tuple[list[str], list[str]]:
+    """12000 x 12000 pixels (17 kB as a 1-bit PNG) is refused from its header, before decoding."""
+    v.images["s002"].unlink()
+    victim = v.image_dir / "s002.png"
+    Image.new("1", (12000, 12000)).save(victim)
+    return voc_args(v, out), [str(victim), "image is 12000 x 12000 = 144,000,000 pixels",
+                              "above --max-pixels (100,000,000)", "raise --max-pixels (0 = no limit)"]
 
 
 def _proxy_wrong_size(v: TinyVoc, out: Path) -> tuple[list[str], list[str]]:
@@ -247,6 +257,7 @@ IMPORT_CASES: dict[str, Case] = {
     "missing-proxy-for-id": _missing_proxy_for_id,
     "truncated-jpeg": _truncated_jpeg,
     "random-bytes-image": _random_bytes_image,
+    "huge-png-image": _huge_png_image,
     "proxy-wrong-size": _proxy_wrong_size,
     "gt-wrong-size": _gt_wrong_size,
     "saliency-wrong-size": _saliency_wrong_size,
@@ -413,7 +424,7 @@ def _folder(tmp_path: Path, tiny_store: Path) -> tuple[Path, list[str]]:
 
 def _newer_schema(tmp_path: Path, tiny_store: Path) -> tuple[Path, list[str]]:
     path = tmp_path / "future.h5"
-    shutil.copyfile(tiny_store, path)
+    copy_store(tiny_store, path)
     with h5py.File(path, "r+") as f:
         f.attrs["schema_version"] = 99
     return path, ["schema v99", "newer", "upgrade"]
@@ -428,7 +439,7 @@ def _truncated_store(tmp_path: Path, tiny_store: Path) -> tuple[Path, list[str]]
 
 def _no_schema_version(tmp_path: Path, tiny_store: Path) -> tuple[Path, list[str]]:
     path = tmp_path / "noversion.h5"
-    shutil.copyfile(tiny_store, path)
+    copy_store(tiny_store, path)
     with h5py.File(path, "r+") as f:
         del f.attrs["schema_version"]
     return path, ["unknown store schema version"]
@@ -466,7 +477,7 @@ def test_export_refuses_bad_store(make, tmp_path: Path, tiny_store: Path) -> Non
 
 def test_info_on_damaged_store_layout(tmp_path: Path, tiny_store: Path) -> None:
     path = tmp_path / "damaged.h5"
-    shutil.copyfile(tiny_store, path)
+    copy_store(tiny_store, path)
     with h5py.File(path, "r+") as f:
         del f["samples"]
     assert_one_line_error(invoke(["info", path]), str(path))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 from test_cli_scoring import add_missing_tags, import_store
 
 from salcurate.data import store as store_mod
-from salcurate.data.store import MaskStore, SampleRecord, proxy_column
+from salcurate.data.store import MaskStore, SampleRecord, copy_store, proxy_column
 from salcurate.errors import InputError, StoreError
 
 
@@ -489,7 +488,7 @@ def test_fine_scorer_on_a_copy_of_the_imported_set(demo_scored_store: Path, tmp_
     from salcurate.training.scorer import run as train_scorer
 
     path = tmp_path / "masks.h5"
-    shutil.copyfile(demo_scored_store, path)
+    copy_store(demo_scored_store, path)
     with MaskStore(path) as st:
         copy = [st.map("proxy", i) for i in range(len(st))]
     put_cam(path, "copy", copy)

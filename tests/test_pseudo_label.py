@@ -19,7 +19,7 @@ from PIL import Image
 
 from salcurate.data import store as store_mod
 from salcurate.data.scenes import SceneConfig, class_names, make_scene
-from salcurate.data.store import MaskStore
+from salcurate.data.store import MaskStore, copy_store
 from salcurate.data.workarea import open_work_area
 from salcurate.errors import InputError, SalcurateError, StoreError
 from salcurate.imageio import write_label_png
@@ -152,7 +152,7 @@ def test_cli_writes_the_cam_set_and_a_classifier_retrain_can_start_from(tiny_sto
 
 def test_result_figures(scenes: Path, tmp_path: Path) -> None:
     store = tmp_path / "m.h5"
-    store.write_bytes(scenes.read_bytes())
+    copy_store(scenes, store)
     res = run(_fast(store, tmp_path / "run", held_out=0.25, refine="none"))
     assert res.counts == {"samples": 8, "tagged": 8, "train": 6, "held_out": 2, "proxies": 8, "with_gt": 8,
                           "cams_resumed": 0}
@@ -169,8 +169,8 @@ def test_result_figures(scenes: Path, tmp_path: Path) -> None:
 def test_resume_after_an_interrupted_cam_phase_gives_identical_maps(scenes: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     whole, parts = tmp_path / "whole.h5", tmp_path / "parts.h5"
-    whole.write_bytes(scenes.read_bytes())
-    parts.write_bytes(scenes.read_bytes())
+    copy_store(scenes, whole)
+    copy_store(scenes, parts)
     run(_fast(whole, tmp_path / "run-whole"))
 
     real, calls = pl.cam_proxy, []
@@ -199,7 +199,7 @@ def test_resume_after_an_interrupted_cam_phase_gives_identical_maps(scenes: Path
 def test_ctrl_c_in_training_saves_a_checkpoint_to_resume_from(scenes: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "m.h5"
-    store.write_bytes(scenes.read_bytes())
+    copy_store(scenes, store)
     real, calls = pl.poly_lr, []
 
     def interrupted(*args: object) -> float:
@@ -224,7 +224,7 @@ def test_ctrl_c_in_training_saves_a_checkpoint_to_resume_from(scenes: Path, tmp_
 
 def test_resume_refuses_other_training_settings(scenes: Path, tmp_path: Path) -> None:
     store = tmp_path / "m.h5"
-    store.write_bytes(scenes.read_bytes())
+    copy_store(scenes, store)
     run(_fast(store, tmp_path / "run"))
     with pytest.raises(InputError, match=r"other settings \(input_size differ\)"):
         run(_fast(store, tmp_path / "run", resume=True, overwrite=True, input_size=40))
@@ -363,7 +363,7 @@ def test_refinement_choices(small_model: TagClassifier, refine: str) -> None:
 
 def test_refine_choice_reaches_the_store(scenes: Path, tmp_path: Path) -> None:
     store = tmp_path / "m.h5"
-    store.write_bytes(scenes.read_bytes())
+    copy_store(scenes, store)
     run(_fast(store, tmp_path / "run", refine="none", proxy="plain"))
     with MaskStore(store) as st:
         assert st.proxy_names() == ["plain"] and st.map_meta("plain")["config"]["refine"] == "none"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from conftest import file_digest, invoke
 from PIL import Image
 
+from salcurate.data.store import copy_store
 from salcurate.errors import InputError
 from salcurate.report import data
 from salcurate.report.build import ReportConfig, run, thumbnail
@@ -70,7 +70,7 @@ def test_thumbnail_is_a_strip_of_panels() -> None:
 @pytest.fixture(scope="module")
 def scored(demo_scored_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("report") / "masks.h5"
-    shutil.copyfile(demo_scored_store, path)
+    copy_store(demo_scored_store, path)
     r = invoke(["select", path, "--by", "sc", "--tau", "0.5"])
     assert r.exit_code == 0, r.stderr
     return path

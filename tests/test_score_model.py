@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import torch
 from conftest import CLASS_NAMES, assert_ok, file_digest, invoke
 
 from salcurate.data import store as store_mod
-from salcurate.data.store import MaskStore
+from salcurate.data.store import MaskStore, copy_store
 from salcurate.data.workarea import ids_fingerprint
 from salcurate.errors import InputError, StoreError
 from salcurate.events import Events
@@ -172,7 +171,7 @@ class _Crash(Events):
 def test_a_crashed_run_resumes_and_equals_a_straight_one(tiny_store: Path, tmp_path: Path, where: str,
                                                          after: int) -> None:
     straight = tmp_path / "straight.h5"
-    shutil.copyfile(tiny_store, straight)
+    copy_store(tiny_store, straight)
     run(_config(straight, tmp_path / "runs-straight", iterations=4, checkpoint_every=2))
     with pytest.raises(RuntimeError, match="power cut"):
         run(_config(tiny_store, tmp_path / "runs", iterations=4, checkpoint_every=2), events=_Crash(where, after))
@@ -193,7 +192,7 @@ def test_killed_run_resumes(tiny_store: Path, tmp_path: Path) -> None:
     """kill -9 while the fold models train or judge: the store is untouched, a rerun finishes and
     equals an uninterrupted run."""
     clean = tmp_path / "clean.h5"
-    shutil.copyfile(tiny_store, clean)
+    copy_store(tiny_store, clean)
     kw = {**TINY, "iterations": 30, "checkpoint_every": 2}
     code = (f"from salcurate.training.folds import ScoreModelConfig, run\n"
             f"run(ScoreModelConfig(store={str(tiny_store)!r}, output={str(tmp_path / 'runs')!r}, **{kw!r}))\n")

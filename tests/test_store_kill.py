@@ -9,6 +9,7 @@ points and checks the store after each kill.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,12 @@ def _check_store(path: Path, originals: list[store.SampleRecord]) -> tuple[int, 
         return len(names), n
 
 
+def _orphan_parts(path: Path) -> bool:
+    with MaskStore(path) as st:
+        used = {Path(p.filename).name for p in st._parts.values()}
+    return any(p.name not in used for p in store.parts_dir(path).glob("*.h5"))
+
+
 @pytest.mark.slow
 def test_kill_minus_nine_at_random_points_never_loses_data(tmp_path: Path) -> None:
     originals = make_records(N0, seed=7)
@@ -109,7 +116,8 @@ def test_kill_minus_nine_at_random_points_never_loses_data(tmp_path: Path) -> No
         child.send_signal(signal.SIGKILL)
         child.wait()
         assert child.returncode == -signal.SIGKILL  # it was killed mid-work, not crashed
-        mid_transaction += bool(list(tmp_path.glob("*.partial")))  # killed between copy and rename
+        # killed inside a write: a root being built, or a part no root refers to yet
+        mid_transaction += bool(list(tmp_path.glob("*.partial"))) or _orphan_parts(path)
         k, _ = _check_store(path, originals)
         committed.append(k)
     # the writer made progress between kills, and the store still takes writes
@@ -120,3 +128,57 @@ def test_kill_minus_nine_at_random_points_never_loses_data(tmp_path: Path) -> No
     with MaskStore(path) as st:
         assert "final" in st.selection_names()
     assert not list(tmp_path.glob("*.partial"))
+
+
+MIGRATE_CHILD = textwrap.dedent(
+    """
+    import time
+    from salcurate.data import store
+    print("ready", flush=True)
+    store.migrate({path!r})
+    print("done", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_during_migration_never_loses_data(tmp_path: Path) -> None:
+    """A v1 store killed at random points of its migration opens with all its data, as v1 or v2."""
+    from test_store_v2 import make_v1
+
+    originals = make_records(N0, seed=7)
+    v2 = build(tmp_path / "v2.h5", originals)
+    with store.transaction(v2, command="setup", config={}) as tx:
+        tx.put_scores({"setup": _expected(0, N0)}, config={}, command="setup")
+    template = make_v1(v2, tmp_path / "template.h5")
+    path = tmp_path / "masks.h5"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    rng = np.random.default_rng(3)
+    versions = []
+    for _ in range(10):
+        store.remove_store(path)
+        for extra in tmp_path.glob("masks.h5.v1-backup*"):
+            extra.unlink()
+        shutil.copyfile(template, path)
+        child = subprocess.Popen([sys.executable, "-c", MIGRATE_CHILD.format(path=str(path))],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"ready"
+        time.sleep(float(rng.uniform(0.0, 0.15)))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        with MaskStore(path) as st:
+            versions.append(st.schema_version)
+            for i, r in enumerate(originals):
+                assert st.ids[i] == r.id and st.image_bytes(i) == r.image_bytes
+                np.testing.assert_array_equal(st.map("proxy", i), r.proxy)
+            np.testing.assert_array_equal(st.score("setup"), _expected(0, N0))
+        # the next write finishes (or redoes) the migration and leaves no junk
+        with store.transaction(path, command="after", config={}) as tx:
+            tx.put_selection("final", np.ones(N0), rule={}, command="after")
+        with MaskStore(path) as st:
+            assert st.schema_version == 2 and "final" in st.selection_names()
+            np.testing.assert_array_equal(st.score("setup"), _expected(0, N0))
+        assert not _orphan_parts(path) and not list(tmp_path.glob("*.partial"))
+    assert 1 in versions  # some kills landed before the migration committed

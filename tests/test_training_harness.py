@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from conftest import assert_ok, file_digest, invoke, put_selection
 
 from salcurate import config as cfg
 from salcurate.config import Choice, choice, setting
+from salcurate.data.store import copy_store
 from salcurate.errors import InputError, SalcurateError
 from salcurate.events import Events
 from salcurate.training import harness
@@ -250,7 +250,7 @@ def test_retrain_config_file_errors_are_one_line(store: Path, tmp_path: Path) ->
 @pytest.mark.usefixtures("one_torch_thread")
 def test_train_scorer_config_file_with_overrides_round_trips(demo_scored_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "masks.h5"
-    shutil.copyfile(demo_scored_store, store)
+    copy_store(demo_scored_store, store)
     settings = tmp_path / "scorer.toml"
     settings.write_text('epochs = 1\ninput_size = 32\nwidth = 8\nchannels = 12\nhidden = 6\nlr = 1e-3\n'
                         'workers = 0\n\n[synthesis]\nscale = 2.0\nseed = 5\n')

@@ -17,7 +17,8 @@ from typing import Any
 
 #: Which module registers each top-level command.
 COMMAND_MODULES: dict[str, str] = {
-    "import": "data", "info": "data", "export": "data", "demo": "demo",
+    "import": "data", "info": "data", "export": "data", "check": "data", "migrate": "data", "compact": "data",
+    "demo": "demo",
     "score-coarse": "scoring", "score-fine": "scoring", "select": "selection", "evaluate-scores": "selection",
     "score-combined": "scoring", "score-evidence": "scoring",
     "train-scorer": "training", "retrain": "training", "pseudo-label": "training", "score-model": "training",

@@ -66,6 +66,9 @@ C = TypeVar("C")
 def flag_message(exc: SalcurateError, flags: dict[str, str]) -> str:
     """The error's message with the parameter names it lists written as this command's flags."""
     message = str(exc)
+    if "Original Traceback" in message:  # re-raised from a data-loader worker: keep the original line
+        last = message.strip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
     for name in exc.params:
         flag = flags.get(name)
         if flag:

@@ -1,4 +1,4 @@
-"""CLI commands of the data stage: import voc, import folder, info, export, demo."""
+"""CLI commands of the data stage: import voc, import folder, info, export, check, migrate, compact, demo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from salcurate.cli.core import RichEvents, app, config_command, import_app, out
 from salcurate.data.export import ExportConfig
 from salcurate.data.importing import ImportConfig, ImportResult
 from salcurate.data.info import InfoConfig, InfoResult
+from salcurate.data.maintenance import CheckConfig, CheckResult, CompactConfig, MigrateConfig
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
@@ -126,6 +127,64 @@ def export(config: ExportConfig) -> None:
     out.print(f"exported {res.exported} masks to {escape(str(res.out))}"
               + (f" ({res.without_mask} samples without a {config.kind} mask skipped)" if res.without_mask else "")
               + (f"; scores in {escape(str(res.scores_csv))}" if res.scores_csv else ""))
+
+
+# --------------------------------------------------------------------------------------
+# check / migrate / compact
+# --------------------------------------------------------------------------------------
+@config_command(app, "check", CheckConfig)
+def check(config: CheckConfig, as_json: JsonOpt = False) -> None:
+    """Verify a store: read every byte against its checksums and name the damaged samples."""
+    from salcurate.data.maintenance import run_check
+
+    with RichEvents("checking") as events:
+        res = run_check(config, events=events)
+    if as_json:
+        out.print_json(json.dumps({**res.to_dict(), "ok": res.ok}))
+    else:
+        _print_check(res, config.limit)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def _print_check(res: CheckResult, limit: int) -> None:
+    if res.ok:
+        sums = "checksums verified" if res.checksums else "no checksums in a v1 store: run `salcurate migrate`"
+        out.print(f"{escape(res.path)}: ok, {res.num_samples} samples in {len(res.files)} files ({sums})")
+        return
+    ids = res.damaged_ids
+    out.print(f"[bold red]{escape(res.path)}: damaged[/bold red]: {len(ids)} samples, "
+              f"{len(res.store_damage)} problems with the store itself")
+    for what in res.store_damage:
+        out.print(f"  store: {escape(what)}")
+    for d in res.damaged_samples[:limit]:
+        out.print(f"  sample {escape(str(d['id']))} (index {d['index']}): {escape(str(d['what']))}")
+    if len(res.damaged_samples) > limit:
+        out.print(f"  ... {len(res.damaged_samples) - limit} more (all with --json)")
+    out.print("Restore the store from a copy, or re-import the damaged samples' dataset.")
+
+
+@config_command(app, "migrate", MigrateConfig)
+def migrate(config: MigrateConfig) -> None:
+    """Rewrite a schema v1 store in the current layout (every write does this too)."""
+    from salcurate.data.maintenance import run_migrate
+
+    res = run_migrate(config)
+    if res.migrated:
+        out.print(f"{escape(res.path)}: migrated to schema v{res.schema_version}; the v1 file is kept as "
+                  f"{escape(str(res.backup))} (delete it when you no longer need it)")
+    else:
+        out.print(f"{escape(res.path)}: schema v{res.schema_version} already, nothing to do")
+
+
+@config_command(app, "compact", CompactConfig)
+def compact(config: CompactConfig) -> None:
+    """Gather score columns and selections into one part file and delete unused part files."""
+    from salcurate.data.maintenance import run_compact
+
+    res = run_compact(config)
+    out.print(f"{escape(res.path)}: {res.bytes_before / 2**20:.1f} MiB -> {res.bytes_after / 2**20:.1f} MiB "
+              f"in {res.files} files")
 
 
 # --------------------------------------------------------------------------------------

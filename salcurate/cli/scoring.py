@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from salcurate.cli.core import RichEvents, app, config_command, out
+from salcurate.distributed import env_info
 from salcurate.scoring.coarse import CoarseConfig
 from salcurate.scoring.combined import CombinedConfig
 from salcurate.scoring.evidence import EvidenceConfig
@@ -17,9 +18,12 @@ def score_coarse(config: CoarseConfig) -> None:
     """Coarse scores: reference masks H, AC, F, CD and SC (Eq. 3-5)."""
     from salcurate.scoring.coarse import run
 
-    with RichEvents("scoring") as events:
+    main_rank = env_info().main  # under torchrun: rank 0 alone shows progress and prints
+    with RichEvents("scoring", show=main_rank) as events:
         res = run(config, events=events)
     cols = ", ".join(res.columns.values())
+    if not main_rank:
+        return
     if res.nothing_to_do:
         out.print(f"coarse scores with this config are already complete ({cols}); nothing to do")
         return
@@ -34,9 +38,12 @@ def score_fine(config: ScoreFineConfig) -> None:
     """Fine scores: P from the scorer network and SF = P x CD (Eq. 7)."""
     from salcurate.scoring.fine import run
 
-    with RichEvents("scoring") as events:
+    main_rank = env_info().main  # under torchrun: rank 0 alone shows progress and prints
+    with RichEvents("scoring", show=main_rank) as events:
         res = run(config, events=events)
     cols = ", ".join(res.columns.values())
+    if not main_rank:
+        return
     if res.nothing_to_do:
         out.print(f"fine scores with this scorer are already complete ({cols}); nothing to do")
         return
@@ -65,9 +72,12 @@ def score_evidence(config: EvidenceConfig) -> None:
     """Class evidence (ce) and tag confidence (tagp, tagx) from the tag classifier; reference contrast (rc)."""
     from salcurate.scoring.evidence import run
 
-    with RichEvents("scoring") as events:
+    main_rank = env_info().main  # under torchrun: rank 0 alone shows progress and prints
+    with RichEvents("scoring", show=main_rank) as events:
         res = run(config, events=events)
     cols = ", ".join(res.columns.values())
+    if not main_rank:
+        return
     if res.nothing_to_do:
         out.print(f"evidence scores with this classifier are already complete ({cols}); nothing to do")
         return

@@ -63,7 +63,7 @@ def _print_validation(m: dict[str, Any]) -> None:
 def retrain(config: RetrainConfig) -> None:
     """Retrain SAL-Net on selected proxies with the selection and attention losses (Eq. 13-14)."""
     from salcurate.data.store import MaskStore
-    from salcurate.training.distributed import env_info
+    from salcurate.distributed import env_info
     from salcurate.training.retrain import run
 
     if config.selection is None:

@@ -27,7 +27,15 @@ from salcurate.data import store as store_mod
 from salcurate.data.store import SampleRecord
 from salcurate.errors import InputError
 from salcurate.events import NO_EVENTS, Events, Result
-from salcurate.imageio import IGNORE_LABEL, VOC_CLASS_NAMES, grey_png_bytes, probe_image, read_grey_png, read_label_png
+from salcurate.imageio import (
+    DEFAULT_MAX_PIXELS,
+    IGNORE_LABEL,
+    VOC_CLASS_NAMES,
+    grey_png_bytes,
+    probe_image,
+    read_grey_png,
+    read_label_png,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,8 @@ class ImportConfig:
     append: bool = setting(False, "Add these samples to an existing store.")
     overwrite: bool = setting(False, "Replace an existing output.")
     workers: int = setting(0, "Decoding threads (0 = all cores).", min=0)
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS, "Refuse images and maps larger than this many pixels (width x "
+                              "height, read from the file's header before decoding; 0 = no limit).", min=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +104,7 @@ class ImportPlan:
     tags_from_gt: bool
     skipped: int  # images found but left out (no proxy annotation), default-split mode only
     resolved: dict[str, object]  # where each kind of file was found, for the run log
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the largest image or map loaded (0: no limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,14 +359,32 @@ def _read_tags(config: ImportConfig, folders: _Folders, ids: Sequence[str],
         raise InputError("tags_from_gt needs ground truth; give gt_dir", param=("tags_from_gt", "gt_dir"))
     if config.tags_from_gt:
         return None, "gt"
-    if config.tags_file:
-        return read_tags_csv(Path(config.tags_file), class_names), config.tags_file
     if config.tags_dir:
-        return read_tags_dir(Path(config.tags_dir), ids, class_names), config.tags_dir
+        tags = read_tags_dir(Path(config.tags_dir), ids, class_names)
+        _warn_if_no_tags(tags, ids, config.tags_dir, len(class_names) - 1, folder=True)
+        return tags, config.tags_dir
     default = folders.root / "tags.csv"
-    if _layout(config) == ImportLayout.folder and default.is_file():
-        return read_tags_csv(default, class_names), str(default)
-    return None, None
+    path = config.tags_file or (str(default) if _layout(config) == ImportLayout.folder and default.is_file() else None)
+    if path is None:
+        return None, None
+    tags = read_tags_csv(Path(path), class_names)
+    _warn_if_no_tags(tags, ids, path, len(class_names) - 1, folder=False)
+    return tags, path
+
+
+def _warn_if_no_tags(tags: dict[str, tuple[int, ...]], ids: Sequence[str], source: str, num_classes: int, *,
+                     folder: bool) -> None:
+    """Log a warning when a tag source gives no tag to any imported sample (an empty file, other ids)."""
+    if any(tags.get(sample_id) for sample_id in ids):
+        return
+    if folder:
+        log.warning("%s: no imported sample got tags (every <id>.txt is empty); expected one foreground class "
+                    "index 1..%d per line", source, num_classes)
+        return
+    matched = sum(sample_id in tags for sample_id in ids)
+    log.warning("%s: no imported sample got tags (%d rows, %d for imported ids, none with a tag); expected lines "
+                "`id,tags` with the tags as space-separated class indices 1..%d or class names", source, len(tags),
+                matched, num_classes)
 
 
 def _read_strong(config: ImportConfig, folders: _Folders, ids: Sequence[str]) -> set[str]:
@@ -409,7 +438,8 @@ def plan_import(config: ImportConfig) -> ImportPlan:
                     for sample_id, split in ids_with_split)
     resolved = {"images": str(folders.images), "proxy": _s(folders.proxy), "gt": _s(folders.gt),
                 "saliency": _s(folders.saliency), "tags": tags_source, "class_names": list(class_names)}
-    return ImportPlan(samples, tuple(class_names), config.tags_from_gt, skipped, resolved)
+    return ImportPlan(samples, tuple(class_names), config.tags_from_gt, skipped, resolved,
+                      max_pixels=config.max_pixels)
 
 
 # --------------------------------------------------------------------------------------
@@ -431,26 +461,28 @@ def _check_labels(labels: np.ndarray, path: Path, num_classes: int, hw: tuple[in
     return labels
 
 
-def load_sample(p: PlannedSample, class_names: Sequence[str], tags_from_gt: bool) -> SampleRecord:
-    """Read, decode and check one planned sample."""
+def load_sample(p: PlannedSample, class_names: Sequence[str], tags_from_gt: bool, *,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> SampleRecord:
+    """Read, decode and check one planned sample; files above ``max_pixels`` (0: no limit) are
+    refused from their header, before decoding."""
     C = len(class_names) - 1
     try:
         data = p.image.read_bytes()
     except OSError as exc:
         raise InputError(f"{p.image}: cannot read the image ({exc}); check the file") from None
-    h, w, fmt = probe_image(data, str(p.image))
+    h, w, fmt = probe_image(data, str(p.image), max_pixels=max_pixels)
     proxy = gt = sal = None
     if p.proxy is not None:
-        proxy = _check_labels(read_label_png(p.proxy), p.proxy, C, (h, w))
+        proxy = _check_labels(read_label_png(p.proxy, max_pixels=max_pixels), p.proxy, C, (h, w))
     if p.gt is not None:
-        gt = _check_labels(read_label_png(p.gt), p.gt, C, (h, w))
+        gt = _check_labels(read_label_png(p.gt, max_pixels=max_pixels), p.gt, C, (h, w))
     sal_png = None
     if p.saliency is not None:
         try:
             sal_bytes = p.saliency.read_bytes()
         except OSError as exc:
             raise InputError(f"{p.saliency}: cannot read the saliency map ({exc}); check the file") from None
-        sal = read_grey_png(sal_bytes, name=str(p.saliency))
+        sal = read_grey_png(sal_bytes, name=str(p.saliency), max_pixels=max_pixels)
         if sal.shape != (h, w):
             raise InputError(f"{p.saliency}: saliency map is {sal.shape[1]}x{sal.shape[0]} but its image is {w}x{h}; "
                              "resize it to its image")
@@ -470,14 +502,14 @@ def iter_loaded(plan: ImportPlan, *, workers: int) -> Iterator[SampleRecord]:
     samples = plan.samples
     if workers <= 1:
         for p in samples:
-            yield load_sample(p, plan.class_names, plan.tags_from_gt)
+            yield load_sample(p, plan.class_names, plan.tags_from_gt, max_pixels=plan.max_pixels)
         return
     window = 4 * workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="salcurate-import") as pool:
         futures = []
         it = iter(samples)
         for p in it:
-            futures.append(pool.submit(load_sample, p, plan.class_names, plan.tags_from_gt))
+            futures.append(pool.submit(load_sample, p, plan.class_names, plan.tags_from_gt, max_pixels=plan.max_pixels))
             if len(futures) >= window:
                 break
         head = 0
@@ -487,7 +519,8 @@ def iter_loaded(plan: ImportPlan, *, workers: int) -> Iterator[SampleRecord]:
             head += 1
             nxt = next(it, None)
             if nxt is not None:
-                futures.append(pool.submit(load_sample, nxt, plan.class_names, plan.tags_from_gt))
+                futures.append(pool.submit(load_sample, nxt, plan.class_names, plan.tags_from_gt,
+                                           max_pixels=plan.max_pixels))
             yield record
 
 

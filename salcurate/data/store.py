@@ -1,18 +1,30 @@
-"""The mask store: one HDF5 file that holds a dataset and everything computed on it.
+"""The mask store: a small root file with links to immutable part files (schema v2).
 
 This is the only module of salcurate that imports h5py.  The layout is documented in
-``docs/store-format.md`` so that the file can be read with plain h5py or ``h5dump``.
+``docs/store-format.md`` so that the store can be read with plain h5py or ``h5dump``.
+
+Layout (schema v2): the user names one file, ``masks.h5``: the *root*.  It holds the class
+names, the run log and HDF5 external links; everything else lives in *part* files in the folder
+``masks.h5.d/`` beside it, each written once and never changed: the imported samples, images and
+maps in one part, and each later write (score columns, selections, reference masks, proxy sets)
+in a part of its own.  Plain h5py follows the links, so ``f["scores/sc"]`` reads as before.
 
 Durability model (nothing is lost, ``kill -9`` included):
 
-* A new store is built beside its destination (``.NAME.PID.partial``) and renamed over it
-  only when complete.
-* Every later *structural* write (new score columns, selections, appended samples, run log
-  entries) is a :func:`transaction`: the store is copied beside itself, the copy is changed,
-  flushed, fsynced and atomically renamed over the original.  A reader never sees a half-made
-  change, and a killed writer leaves the original untouched.
+* A write (:func:`create_store`, :func:`transaction`) puts its new data in a new part file,
+  builds a new root beside the old one (``.NAME.PID.partial``), fsyncs both and renames the
+  root over the old one.  A killed writer leaves the old root, which does not know the new
+  part; the next writer deletes parts no root refers to.  So a write costs what it adds (a
+  score column, a selection), not the size of the store, and bulk data is never copied.
+* A reader opens the root and every part it links to at once, so a writer that replaces a
+  column (and deletes its old part) never changes what an open reader sees.
 * Long resumable computations keep their partial results outside the store, in a work area
   (``salcurate.data.workarea``), and commit complete results in one transaction.
+* Every dataset in a part carries HDF5's fletcher32 checksum: damaged bytes are an error on
+  read, never silent; :func:`check_store` lists the damaged samples.
+
+Schema v1 stores (one file, everything inside) are read as they are and migrated to v2 on the
+first write or by :func:`migrate` (the v1 file is kept beside the store as a backup).
 """
 
 from __future__ import annotations
@@ -24,9 +36,10 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,7 +58,13 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "salcurate.maskstore"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Where the part files of store ``NAME`` live: the folder ``NAME`` + this suffix.
+PARTS_SUFFIX = ".d"
+#: Root entries that are links to a part (the imported data).
+_LINKED_TOP: tuple[str, ...] = ("samples", "images")
+#: Root groups whose members are links to parts, one per map kind, score column or selection.
+_LINK_GROUPS: tuple[str, ...] = ("maps", "scores", "selections")
 #: Per-sample maps every store has (possibly empty for some samples).  Later commands add
 #: more, e.g. reference masks ``reference`` from ``score-coarse``.
 MAP_KINDS: tuple[str, ...] = ("proxy", "gt", "saliency")
@@ -156,7 +175,11 @@ def _check_schema(f: h5py.File, path: Path) -> int:
             f"{path}: an HDF5 file, but not a salcurate mask store (no salcurate_format attribute); "
             "make one with `salcurate import`"
         )
-    version = int(f.attrs.get("schema_version", -1))
+    try:
+        version = int(f.attrs.get("schema_version", -1))
+    except (TypeError, ValueError):
+        raise StoreError(f"{path}: the store's schema_version {f.attrs.get('schema_version')!r} is not a whole "
+                         f"number; the store is damaged: run `salcurate check {path}` or restore a copy") from None
     if version > SCHEMA_VERSION:
         writer = f.attrs.get("salcurate_version", "a newer version")
         raise StoreError(
@@ -166,6 +189,43 @@ def _check_schema(f: h5py.File, path: Path) -> int:
     if version < 1:
         raise StoreError(f"{path}: unknown store schema version {version}; re-import the dataset")
     return version
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's message on one line, without HDF5's error-stack noise."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+class _PartMissing(Exception):
+    """A part file the root links to is not there (deleted by a writer since, or lost)."""
+
+
+def parts_dir(path: Path) -> Path:
+    """The folder holding the part files of the store at ``path`` (``masks.h5`` → ``masks.h5.d``)."""
+    return path.with_name(path.name + PARTS_SUFFIX)
+
+
+def _read_links(root: h5py.File, path: Path) -> dict[str, h5py.ExternalLink]:
+    """The root's external links by path (``samples``, ``maps/cam``, ``scores/sc``, ...); none in v1."""
+    links: dict[str, h5py.ExternalLink] = {}
+    try:
+        for name in _LINKED_TOP:
+            link = root.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                links[name] = link
+        for group in _LINK_GROUPS:
+            g = root.get(group)
+            if g is None:
+                continue
+            for name in g:
+                link = g.get(name, getlink=True)
+                if isinstance(link, h5py.ExternalLink):
+                    links[f"{group}/{name}"] = link
+    except (OSError, KeyError, ValueError) as exc:
+        raise StoreError(f"{path}: the store's root is damaged ({_short(exc)}); run `salcurate check {path}` "
+                         "or restore a copy") from None
+    return links
 
 
 def _open_h5(path: Path, mode: str) -> h5py.File:
@@ -188,22 +248,65 @@ class MaskStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         _check_store_file(self.path)
-        self._f = _open_h5(self.path, "r")
-        try:
-            self.schema_version = _check_schema(self._f, self.path)
+        self._parts: dict[str, h5py.File] = {}
+        for attempt in range(3):  # a writer may delete a part between our root and part opens: retry
+            self._f = _open_h5(self.path, "r")
             try:
-                self._load()
-            except (KeyError, ValueError, OSError) as exc:
-                raise StoreError(
-                    f"{self.path}: the store's layout is damaged ({exc}); re-import the dataset or restore a copy"
-                ) from None
+                self.schema_version = _check_schema(self._f, self.path)
+                self._links = _read_links(self._f, self.path)
+                self._open_parts()
+                break
+            except _PartMissing as missing:
+                self.close()
+                if attempt == 2:
+                    raise StoreError(f"{self.path}: the part file {missing} is missing; the store is damaged: "
+                                     f"run `salcurate check {self.path}`") from None
+                time.sleep(0.05)
+            except Exception:
+                self.close()
+                raise
+        try:
+            self._load()
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            self.close()
+            raise StoreError(f"{self.path}: the store's layout is damaged ({_short(exc)}); "
+                             f"run `salcurate check {self.path}`, re-import the dataset or restore a copy") from None
         except Exception:
-            self._f.close()
+            self.close()
             raise
+
+    def _open_parts(self) -> None:
+        folder = self.path.parent
+        for link in self._links.values():
+            if link.filename in self._parts:
+                continue
+            part = folder / link.filename
+            if not part.exists():
+                raise _PartMissing(link.filename)
+            try:
+                self._parts[link.filename] = h5py.File(str(part), "r", **_RDCC)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot open its part file {link.filename} ({_short(exc)}); "
+                                 f"the store is damaged: run `salcurate check {self.path}`") from None
+
+    def _obj(self, path: str) -> Any:
+        """An object of the store by its path, following the root's links to the parts."""
+        head = path.split("/", 2)
+        for k in (1, 2):
+            key = "/".join(head[:k])
+            link = self._links.get(key)
+            if link is not None:
+                return self._parts[link.filename][link.path + path[len(key):]]
+        return self._f[path]
 
     # -- lifecycle -------------------------------------------------------------------
     def close(self) -> None:
-        self._f.close()
+        for part in self._parts.values():
+            with contextlib.suppress(Exception):
+                part.close()
+        self._parts = {}
+        with contextlib.suppress(Exception):
+            self._f.close()
 
     def __enter__(self) -> MaskStore:
         return self
@@ -213,30 +316,53 @@ class MaskStore:
 
     def _load(self) -> None:
         f = self._f
-        s = f["samples"]
+        for group in ("classes", "samples", "images", *_LINK_GROUPS, "log"):
+            if group not in f:
+                raise KeyError(f"no {group!r} group")
+        obj = self._obj
         self.class_names: tuple[str, ...] = tuple(f["classes/names"].asstr()[:])
-        self.ids: tuple[str, ...] = tuple(s["id"].asstr()[:])
-        self.splits: np.ndarray = np.asarray(s["split"].asstr()[:], dtype=object)
-        self.heights: np.ndarray = s["height"][:].astype(np.int64)
-        self.widths: np.ndarray = s["width"][:].astype(np.int64)
-        self.strong: np.ndarray = s["strong"][:].astype(bool)
-        self.tags: np.ndarray = s["tags"][:].astype(bool)
-        self.has_tags: np.ndarray = s["has_tags"][:].astype(bool)
-        self._image_offsets = f["images/offsets"][:]
-        self.image_formats: tuple[str, ...] = tuple(f["images/format"].asstr()[:])
-        self._map_offsets = {k: f[f"maps/{k}/offsets"][:] for k in f["maps"]}
-        self._map_encoding = {k: _attr_str(f[f"maps/{k}"], "encoding", "pixels") for k in f["maps"]}
-        sets = [k for k in f["maps"] if k != IMPORTED_PROXY and _attr_str(f[f"maps/{k}"], "role", "") == "proxy"]
-        self._proxy_sets: tuple[str, ...] = tuple(sorted(sets, key=lambda k: _creation_key(f[f"maps/{k}"], k)))
+        self.ids: tuple[str, ...] = tuple(obj("samples/id").asstr()[:])
+        self.splits: np.ndarray = np.asarray(obj("samples/split").asstr()[:], dtype=object)
+        self.heights: np.ndarray = obj("samples/height")[:].astype(np.int64)
+        self.widths: np.ndarray = obj("samples/width")[:].astype(np.int64)
+        self.strong: np.ndarray = obj("samples/strong")[:].astype(bool)
+        self.tags: np.ndarray = obj("samples/tags")[:].astype(bool)
+        self.has_tags: np.ndarray = obj("samples/has_tags")[:].astype(bool)
+        self._image_offsets = obj("images/offsets")[:]
+        self.image_formats: tuple[str, ...] = tuple(obj("images/format").asstr()[:])
+        kinds = list(f["maps"])
+        groups = {k: obj(f"maps/{k}") for k in kinds}
+        self._map_offsets = {k: groups[k]["offsets"][:] for k in kinds}
+        self._map_encoding = {k: _attr_str(groups[k], "encoding", "pixels") for k in kinds}
+        sets = [k for k in kinds if k != IMPORTED_PROXY and _attr_str(groups[k], "role", "") == "proxy"]
+        self._proxy_sets: tuple[str, ...] = tuple(sorted(sets, key=lambda k: _creation_key(groups[k], k)))
         self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
         self._datasets: dict[str, h5py.Dataset] = {}
+        n = len(self.ids)
+        for what, size in (("images/offsets", len(self._image_offsets)),
+                           *((f"maps/{k}/offsets", len(v)) for k, v in self._map_offsets.items())):
+            if size != n + 1:
+                raise ValueError(f"{what} has {size} entries for {n} samples")
 
     def _ds(self, name: str) -> h5py.Dataset:
         """A dataset by path, looked up once (path resolution costs more than a small read)."""
         ds = self._datasets.get(name)
         if ds is None:
-            ds = self._datasets[name] = self._f[name]
+            ds = self._datasets[name] = self._obj(name)
         return ds
+
+    @contextlib.contextmanager
+    def _reading(self, what: str, i: int | None = None) -> Iterator[None]:
+        """Damaged bytes (a failed checksum or decompression, an undecodable file) become one line."""
+        try:
+            yield
+        except (OSError, ValueError, KeyError) as exc:
+            raise self._damaged(what, i, exc) from None
+
+    def _damaged(self, what: str, i: int | None, exc: BaseException) -> StoreError:
+        where = f"sample {self.ids[i]!r} (index {i}): " if i is not None and 0 <= i < len(self.ids) else ""
+        return StoreError(f"{self.path}: {where}cannot read {what}: the store is damaged ({_short(exc)}); "
+                          f"run `salcurate check {self.path}` to list the damaged samples")
 
     # -- store level -----------------------------------------------------------------
     @property
@@ -269,13 +395,18 @@ class MaskStore:
     def image_bytes(self, i: int) -> bytes:
         """The original image file's bytes, bit-exact."""
         lo, hi = self._image_offsets[i], self._image_offsets[i + 1]
-        return self._ds("images/bytes")[lo:hi].tobytes()
+        with self._reading("its image", i):
+            return self._ds("images/bytes")[lo:hi].tobytes()
 
     def image(self, i: int) -> np.ndarray:
         """The decoded image: ``(H, W, 3)`` uint8 RGB."""
         from salcurate.imageio import decode_image
 
-        return decode_image(self.image_bytes(i))
+        data = self.image_bytes(i)
+        try:
+            return decode_image(data)
+        except Exception as exc:  # any decoder's error on damaged bytes
+            raise self._damaged("its image (it does not decode)", i, exc) from None
 
     # -- maps ------------------------------------------------------------------------
     def map_names(self) -> list[str]:
@@ -284,7 +415,7 @@ class MaskStore:
 
     def map_meta(self, kind: str) -> dict[str, Any]:
         self._check_kind(kind)
-        return _attrs_json(self._f[f"maps/{kind}"])
+        return _attrs_json(self._obj(f"maps/{kind}"))
 
     def proxy_stamp(self, proxy: str) -> str:
         """Which write of proxy set ``proxy`` the store holds (empty for the imported set): work areas
@@ -308,7 +439,8 @@ class MaskStore:
         lo, hi = int(off[i]), int(off[i + 1])
         if hi == lo:
             return None
-        return self._decode_map(kind, i, self._ds(self._data_path(kind))[lo:hi])
+        with self._reading(f"its {kind!r} map", i):
+            return self._decode_map(kind, i, self._ds(self._data_path(kind))[lo:hi])
 
     def _data_path(self, kind: str) -> str:
         return f"maps/{kind}/{self._map_encoding[kind]}"
@@ -339,11 +471,20 @@ class MaskStore:
                 end += 1
             end = max(end, pos + 1)
             lo, hi = int(off[first]), int(off[int(order[end - 1]) + 1])
-            block = pixels[lo:hi] if hi > lo else np.empty(0, np.uint8)
+            try:
+                block = pixels[lo:hi] if hi > lo else np.empty(0, np.uint8)
+            except OSError:  # damaged: read sample by sample to name the first damaged one
+                for i in order[pos:end]:
+                    self.map(kind, int(i))
+                raise
             for i in order[pos:end]:
                 i = int(i)
                 a, b = int(off[i]) - lo, int(off[i + 1]) - lo
-                yield i, (self._decode_map(kind, i, block[a:b]) if b > a else None)
+                if b > a:
+                    with self._reading(f"its {kind!r} map", i):
+                        yield i, self._decode_map(kind, i, block[a:b])
+                else:
+                    yield i, None
             pos = end
 
     def class_histogram(self, kind: str) -> np.ndarray:
@@ -354,7 +495,8 @@ class MaskStore:
         if kind not in LABEL_KINDS and kind not in self._proxy_sets:
             have = ", ".join((*LABEL_KINDS, *self._proxy_sets))
             raise StoreError(f"class histograms exist for {have}, not {kind!r}")
-        hist = self._f[f"maps/{kind}/histogram"][:].astype(np.int64)
+        with self._reading(f"the class histogram of {kind!r}"):
+            hist = self._obj(f"maps/{kind}/histogram")[:].astype(np.int64)
         if len(hist) < self.num_samples:  # samples appended by a salcurate that did not grow this set's histogram
             hist = np.concatenate([hist, np.zeros((self.num_samples - len(hist), hist.shape[1]), np.int64)])
         return hist
@@ -438,11 +580,12 @@ class MaskStore:
         if name not in self._f["scores"]:
             have = ", ".join(self.score_names()) or "none"
             raise StoreError(f"{self.path}: no score column {name!r} (the store has: {have})")
-        return self._f[f"scores/{name}"][:]
+        with self._reading(f"score column {name!r}"):
+            return self._obj(f"scores/{name}")[:]
 
     def score_meta(self, name: str) -> dict[str, Any]:
         self.score(name)  # existence check with its message
-        return _attrs_json(self._f[f"scores/{name}"])
+        return _attrs_json(self._obj(f"scores/{name}"))
 
     def selection_names(self) -> list[str]:
         return sorted(self._f["selections"].keys())
@@ -453,14 +596,16 @@ class MaskStore:
             have = ", ".join(self.selection_names()) or "none"
             raise StoreError(f"{self.path}: no selection {name!r} (the store has: {have}); "
                              "make one with `salcurate select`")
-        return self._f[f"selections/{name}"][:]
+        with self._reading(f"selection {name!r}"):
+            return self._obj(f"selections/{name}")[:]
 
     def selection_meta(self, name: str) -> dict[str, Any]:
         self.selection(name)
-        return _attrs_json(self._f[f"selections/{name}"])
+        return _attrs_json(self._obj(f"selections/{name}"))
 
     def run_log(self) -> list[dict[str, Any]]:
-        return [json.loads(s) for s in self._f["log/entries"].asstr()[:]]
+        with self._reading("the run log"):
+            return [json.loads(s) for s in self._f["log/entries"].asstr()[:]]
 
 
 class StoreHandle:
@@ -545,7 +690,7 @@ def _data_path(kind: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Locking and atomic replacement
+# Locking, permissions and atomic replacement
 # --------------------------------------------------------------------------------------
 def _partial_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{os.getpid()}.partial")
@@ -593,35 +738,187 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse to write a store its user may not write (or made read-only on purpose)."""
+    st = path.stat()
+    if not st.st_mode & stat.S_IWUSR or not os.access(path, os.W_OK):
+        raise StoreError(f"{path}: the store is read-only (mode {stat.filemode(st.st_mode)}); salcurate writes only "
+                         f"stores you may write: make it writable (`chmod u+w {path}`) or work on a copy "
+                         f"(copy {path.name} and its folder {parts_dir(path).name} together)")
+    for folder in (path.parent, parts_dir(path)):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(f"{path}: cannot write in the folder {folder} (permission denied); "
+                             "make it writable or work on a copy of the store")
+
+
+def _keep_mode(path: Path, like: Path | None, *, folder: bool = False) -> None:
+    """Give ``path`` the permission bits, owner and group of ``like`` (a folder gets x where r is set)."""
+    if like is None or not like.exists():
+        return
+    st = like.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if folder:
+        mode |= (mode & 0o444) >> 2 | stat.S_IWUSR
+    os.chmod(path, mode)
+    with contextlib.suppress(OSError):  # only root may give a file away; group changes need membership
+        os.chown(path, st.st_uid, st.st_gid)
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
 def _commit(partial: Path, dest: Path) -> None:
+    """Rename a finished root over ``dest`` atomically, keeping ``dest``'s mode, owner and group."""
+    _keep_mode(partial, dest)
     _fsync_path(partial)
     os.replace(partial, dest)
     _fsync_path(dest.parent, directory=True)
 
 
+def _referenced_parts(path: Path) -> set[str]:
+    """The part files (as the root's links name them) the store at ``path`` refers to."""
+    with _open_h5(path, "r") as root:
+        return {link.filename for link in _read_links(root, path).values()}
+
+
+def _collect_garbage(path: Path) -> list[str]:
+    """Delete the part files in ``path``'s folder that its root does not refer to (a killed writer's,
+    replaced columns'); only a writer holding the lock calls this.  Returns the names deleted."""
+    folder = parts_dir(path)
+    if not folder.is_dir() or not path.exists():
+        return []
+    keep = _referenced_parts(path)
+    removed = []
+    for part in folder.iterdir():
+        if part.suffix in (".h5", ".partial") and f"{folder.name}/{part.name}" not in keep:
+            with contextlib.suppress(OSError):
+                part.unlink()
+                removed.append(part.name)
+    if removed:
+        log.debug("removed %d part files no longer used: %s", len(removed), ", ".join(removed))
+    return removed
+
+
 # --------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------
-class _Writable:
-    """Write operations on an open, not yet committed copy of a store."""
+def _create(group: h5py.Group, name: str, **kwargs: Any) -> h5py.Dataset:
+    """A dataset of a part file, with HDF5's fletcher32 checksum (all but variable-length strings,
+    which HDF5 cannot filter)."""
+    dtype = kwargs.get("dtype", getattr(kwargs.get("data"), "dtype", None))
+    vlen = dtype is not None and h5py.check_string_dtype(np.dtype(dtype)) is not None \
+        and h5py.check_string_dtype(np.dtype(dtype)).length is None
+    return group.create_dataset(name, fletcher32=not vlen, **kwargs)
 
-    def __init__(self, f: h5py.File, path: Path) -> None:
+
+class _Writable:
+    """Write operations on a store being changed: a new root (``f``) and a new part for the data.
+
+    Reads go through the root's links; new data goes into this write's part file
+    (``masks.h5.d/KIND-UID.h5``), made on first use, and the root links to it.
+    """
+
+    def __init__(self, f: h5py.File, path: Path, *, part_kind: str = "tx") -> None:
         self._f = f
         self.path = path
+        self._part_kind = part_kind
+        self._part_file: h5py.File | None = None
+        self._part_name = ""
 
     @property
     def num_samples(self) -> int:
-        return int(self._f["samples/id"].shape[0])
+        return int(self._get("samples/id").shape[0])
+
+    def _get(self, path: str) -> Any:
+        """An object of the store, following links read-only (a reader in this process may hold a
+        part open read-only; HDF5 refuses to open it again for writing)."""
+        obj = self._f.get(path, elink_mode="r")
+        if obj is None:
+            raise KeyError(path)
+        return obj
+
+    def _has(self, group: str, name: str) -> bool:
+        """Whether the root's ``group`` has a member ``name`` (without opening its part)."""
+        return self._f[group].get(name, getlink=True) is not None
+
+    # -- the part this write adds ----------------------------------------------------
+    def _part(self) -> h5py.File:
+        if self._part_file is None:
+            folder = parts_dir(self.path)
+            if not folder.is_dir():
+                folder.mkdir()
+                _keep_mode(folder, self.path if self.path.exists() else None, folder=True)
+            name = f"{self._part_kind}-{uuid.uuid4().hex[:16]}.h5"
+            self._part_file = h5py.File(str(folder / name), "w", **_RDCC)
+            self._part_name = f"{folder.name}/{name}"
+            _keep_mode(folder / name, self.path if self.path.exists() else None)
+        return self._part_file
+
+    def _part_group(self, path: str) -> h5py.Group:
+        """A new, empty group at ``path`` in this write's part (replacing one made earlier in it)."""
+        part = self._part()
+        if path in part:
+            del part[path]
+        return part.require_group(path)
+
+    def _link(self, path: str) -> None:
+        """Point the root's ``path`` at the object of the same path in this write's part."""
+        self._part()
+        if self._f.get(path, getlink=True) is not None:
+            del self._f[path]
+        self._f[path] = h5py.ExternalLink(self._part_name, "/" + path)
+
+    def _finish_part(self) -> None:
+        """Flush, close and fsync this write's part (before the root that links to it is committed)."""
+        if self._part_file is not None:
+            filename = self._part_file.filename
+            self._part_file.close()
+            self._part_file = None
+            _fsync_path(Path(filename))
+            _fsync_path(Path(filename).parent, directory=True)
+
+    def _abort(self) -> None:
+        if self._part_file is not None:
+            filename = self._part_file.filename
+            with contextlib.suppress(Exception):
+                self._part_file.close()
+            self._part_file = None
+            with contextlib.suppress(OSError):
+                os.unlink(filename)
+
+    def _materialize(self) -> None:
+        """Copy every linked object into this write's part and relink to it: appending samples
+        must grow every per-sample array, and parts are never changed.  Costs a copy of the store."""
+        part = self._part()
+        for key, link in _read_links(self._f, self.path).items():
+            if link.filename == self._part_name:
+                continue
+            parent, _, leaf = key.rpartition("/")
+            target = part.require_group(parent) if parent else part
+            _copy_checked(self._get(key), target, leaf)
+            self._link(key)
 
     # -- samples ---------------------------------------------------------------------
     def append_samples(self, records: Sequence[SampleRecord]) -> None:
         """Append samples (ids must be new; class count must match the store)."""
         if not records:
             return
-        f = self._f
+        self._materialize()
+        f = self._part()  # holds every per-sample array now
         n0 = self.num_samples
         n1 = n0 + len(records)
-        C = int(f["classes/names"].shape[0]) - 1
+        C = int(self._f["classes/names"].shape[0]) - 1
         s = f["samples"]
         for name in ("id", "split", "height", "width", "strong", "has_tags"):
             s[name].resize((n1,))
@@ -665,7 +962,7 @@ class _Writable:
                     g["histogram"].resize((n1, g["histogram"].shape[1]))
                     g["histogram"][n0:n1] = 0
         for group in ("scores", "selections"):  # existing columns grow, NaN / 0 for new samples
-            for ds in f[group].values():
+            for ds in f.get(group, {}).values():
                 ds.resize((n1,))
                 ds[n0:n1] = np.nan if group == "scores" else 0.0
 
@@ -691,20 +988,18 @@ class _Writable:
         check_column_name(name)
         if name in MAP_KINDS:
             raise StoreError(f"map kind {name!r} is reserved for imported maps; choose another name")
-        maps = self._f["maps"]
-        if name in maps:
-            if not overwrite:
-                raise StoreError(f"{self.path}: maps {name!r} exist already; pass overwrite to replace them",
-                                 param="overwrite")
-            del maps[name]
-        g = maps.create_group(name)
+        if self._has("maps", name) and not overwrite:
+            raise StoreError(f"{self.path}: maps {name!r} exist already; pass overwrite to replace them",
+                             param="overwrite")
+        n = self.num_samples
+        g = self._part_group(f"maps/{name}")
         g.attrs["encoding"] = "bits"
         g.attrs["config"] = json.dumps(config, sort_keys=True, default=str)
         g.attrs["command"] = command
         g.attrs["created"] = utc_now()
-        data = g.create_dataset("bits", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
-                                compression="gzip", compression_opts=_DEFLATE)
-        offsets = g.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+        data = _create(g, "bits", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
+                       compression="gzip", compression_opts=_DEFLATE)
+        offsets = _create(g, "offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
         batch: list[np.ndarray | None] = []
         count = 0
         for item in packed:
@@ -715,8 +1010,9 @@ class _Writable:
                 batch = []
         _append_ragged(data, offsets, batch)
         count += len(batch)
-        if count != self.num_samples:
-            raise StoreError(f"maps {name!r}: expected {self.num_samples} entries, got {count}")
+        if count != n:
+            raise StoreError(f"maps {name!r}: expected {n} entries, got {count}")
+        self._link(f"maps/{name}")
 
     # -- proxy sets ------------------------------------------------------------------
     def put_label_maps(self, name: str, maps: Iterable[np.ndarray | None], *, config: dict[str, Any],
@@ -728,8 +1024,7 @@ class _Writable:
         deflated uint8 pixels, offsets and a per-class ``histogram`` ``(N, C + 2)``.
         """
         check_proxy_set_name(name)
-        f = self._f
-        groups = f["maps"]
+        groups = {k: self._get(f"maps/{k}") for k in self._f["maps"]}
         order = 1 + max((int(g.attrs.get("order", 0)) for g in groups.values()
                          if _attr_str(g, "role", "") == "proxy"), default=0)
         if name in groups:
@@ -739,16 +1034,14 @@ class _Writable:
             if not overwrite:
                 raise StoreError(f"{self.path}: the set of proxies {name!r} exists already; pass overwrite to "
                                  "replace it or choose another name", param="overwrite")
-        sizes = np.stack([f["samples/height"][:], f["samples/width"][:]], axis=1).astype(np.int64)
-        ids = f["samples/id"].asstr()[:]
-        C = int(f["classes/names"].shape[0]) - 1
-        partial = f"{name}.partial"  # built aside, so a refused map leaves an existing set as it was
-        if partial in groups:
-            del groups[partial]
-        g = groups.create_group(partial)
-        data = g.create_dataset("pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
-                                compression="gzip", compression_opts=_DEFLATE)
-        offsets = g.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+        sizes = np.stack([self._get("samples/height")[:], self._get("samples/width")[:]], axis=1).astype(np.int64)
+        ids = self._get("samples/id").asstr()[:]
+        C = int(self._f["classes/names"].shape[0]) - 1
+        # built in this write's part and linked only when complete: a refused map leaves the old set
+        g = self._part_group(f"maps/{name}")
+        data = _create(g, "pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
+                       compression="gzip", compression_opts=_DEFLATE)
+        offsets = _create(g, "offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
         hist = np.zeros((len(sizes), C + 2), dtype=np.uint32)
         batch: list[np.ndarray | None] = []
         count = 0
@@ -768,7 +1061,7 @@ class _Writable:
         _append_ragged(data, offsets, batch)
         if count != len(sizes):
             raise StoreError(f"proxies {name!r}: expected {len(sizes)} maps (one per sample), got {count}")
-        g.create_dataset("histogram", data=hist, maxshape=(None, C + 2), chunks=(4096, C + 2))
+        _create(g, "histogram", data=hist, maxshape=(None, C + 2), chunks=(4096, C + 2))
         g.attrs["encoding"] = "pixels"
         g.attrs["role"] = "proxy"
         g.attrs["order"] = order
@@ -778,9 +1071,8 @@ class _Writable:
         g.attrs["uid"] = uuid.uuid4().hex  # tells two writes of the set apart (see proxy_stamp)
         g.attrs["salcurate_version"] = __version__
         if name in groups:
-            del groups[name]
             self._drop_derived(name)
-        groups.move(partial, name)
+        self._link(f"maps/{name}")
 
     def _drop_derived(self, proxy: str) -> list[str]:
         """Delete what was computed from proxy set ``proxy`` (its score columns, reference maps and
@@ -788,9 +1080,9 @@ class _Writable:
         f = self._f
         dropped = [f"scores/{n}" for n in f["scores"] if column_proxy(n) == proxy]
         dropped += [f"maps/{n}" for n in f["maps"]
-                    if column_proxy(n) == proxy and _attr_str(f[f"maps/{n}"], "role", "") != "proxy"]
+                    if column_proxy(n) == proxy and _attr_str(self._get(f"maps/{n}"), "role", "") != "proxy"]
         for n in f["selections"]:
-            rule = json.loads(_attr_str(f[f"selections/{n}"], "rule", "{}") or "{}")
+            rule = json.loads(_attr_str(self._get(f"selections/{n}"), "rule", "{}") or "{}")
             if rule.get("proxy") == proxy:
                 dropped.append(f"selections/{n}")
         for key in dropped:
@@ -813,20 +1105,19 @@ class _Writable:
     def _new_column(self, group: str, name: str, values: np.ndarray, *, overwrite: bool,
                     attrs: dict[str, str]) -> None:
         check_column_name(name)
-        g = self._f[group]
+        if self._has(group, name) and not overwrite:
+            what = "score column" if group == "scores" else "selection"
+            raise StoreError(f"{self.path}: {what} {name!r} exists already; pass overwrite to replace it "
+                             "or choose another name", param="overwrite")
+        g = self._part().require_group(group)
         if name in g:
-            if not overwrite:
-                what = "score column" if group == "scores" else "selection"
-                raise StoreError(f"{self.path}: {what} {name!r} exists already; pass overwrite to replace it "
-                                 "or choose another name", param="overwrite")
             del g[name]
-        # Uncompressed and written whole, so every chunk is allocated: in-place filling later
-        # overwrites raw bytes only (see the module docstring).
-        ds = g.create_dataset(name, data=values, maxshape=(None,), chunks=(max(1, min(len(values), 1 << 16)),))
+        ds = _create(g, name, data=values, maxshape=(None,), chunks=(max(1, min(len(values), 1 << 16)),))
         for k, v in attrs.items():
             ds.attrs[k] = v
         ds.attrs["created"] = utc_now()
         ds.attrs["salcurate_version"] = __version__
+        self._link(f"{group}/{name}")
 
 
 def check_column_name(name: str) -> None:
@@ -871,41 +1162,90 @@ def _append_ragged(data: h5py.Dataset, offsets: h5py.Dataset, arrays: Sequence[n
 
 
 class StoreTransaction(_Writable):
-    """A copy of the store being changed; committed by :func:`transaction` on success."""
+    """A store being changed; committed by :func:`transaction` on success."""
 
 
-def _init_layout(f: h5py.File, class_names: Sequence[str]) -> None:
+def _init_root(f: h5py.File, class_names: Sequence[str], *, created: str | None = None) -> None:
+    """The root's own content: attributes, class names, empty link groups and run log."""
     f.attrs["salcurate_format"] = FORMAT_NAME
     f.attrs["schema_version"] = SCHEMA_VERSION
     f.attrs["salcurate_version"] = __version__
-    f.attrs["created"] = utc_now()
-    C = len(class_names) - 1
+    f.attrs["created"] = created or utc_now()
     f.create_dataset("classes/names", data=list(class_names), dtype=_STR)
-    s = f.create_group("samples")
+    for group in _LINK_GROUPS:
+        f.create_group(group)
+    f.create_dataset("log/entries", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+
+
+def _init_layout(tx: _Writable, class_names: Sequence[str]) -> None:
+    """A new store: the root and a base part with empty samples, images and imported maps."""
+    _init_root(tx._f, class_names)
+    C = len(class_names) - 1
+    part = tx._part()
+    s = part.create_group("samples")
     for name, dtype in (("id", _STR), ("split", _STR), ("height", np.uint32), ("width", np.uint32),
                         ("strong", np.uint8), ("has_tags", np.uint8)):
-        s.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-    s.create_dataset("tags", shape=(0, C), maxshape=(None, C), dtype=np.uint8, chunks=(4096, max(C, 1)))
-    img = f.create_group("images")
-    img.create_dataset("bytes", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BYTES_CHUNK,))
-    img.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
-    img.create_dataset("format", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+        _create(s, name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+    _create(s, "tags", shape=(0, C), maxshape=(None, C), dtype=np.uint8, chunks=(4096, max(C, 1)))
+    img = part.create_group("images")
+    _create(img, "bytes", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BYTES_CHUNK,))
+    _create(img, "offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+    _create(img, "format", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
     for kind in MAP_KINDS:
-        g = f.create_group(f"maps/{kind}")
+        g = part.create_group(f"maps/{kind}")
         if kind in PNG_KINDS:
             g.attrs["encoding"] = "png"
-            g.create_dataset("png", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BYTES_CHUNK,))
+            _create(g, "png", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BYTES_CHUNK,))
         else:
             g.attrs["encoding"] = "pixels"
-            g.create_dataset("pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
-                             compression="gzip", compression_opts=_DEFLATE)
-        g.create_dataset("offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
+            _create(g, "pixels", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_PIXEL_CHUNK,),
+                    compression="gzip", compression_opts=_DEFLATE)
+        _create(g, "offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
         if kind in LABEL_KINDS:
-            g.create_dataset("histogram", shape=(0, C + 2), maxshape=(None, C + 2), dtype=np.uint32,
-                             chunks=(4096, C + 2))
-    f.create_group("scores")
-    f.create_group("selections")
-    f.create_dataset("log/entries", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+            _create(g, "histogram", shape=(0, C + 2), maxshape=(None, C + 2), dtype=np.uint32, chunks=(4096, C + 2))
+    for key in ("samples", "images", *(f"maps/{k}" for k in MAP_KINDS)):
+        tx._link(key)
+
+
+def _copy_root(old: h5py.File, new: h5py.File, *, rename: dict[str, str] | None = None) -> None:
+    """A fresh copy of a v2 root (attributes, class names, log, links): rewriting it whole keeps it
+    as small as its content, whatever was replaced before.  ``rename`` maps part file names."""
+    for k, v in old.attrs.items():
+        new.attrs[k] = v
+    new.create_dataset("classes/names", data=old["classes/names"][:], dtype=_STR)
+    entries = old["log/entries"][:]
+    new.create_dataset("log/entries", data=entries, maxshape=(None,), dtype=_STR, chunks=(256,))
+    for group in _LINK_GROUPS:
+        new.create_group(group)
+    for key, link in _read_links(old, Path(old.filename)).items():
+        new[key] = h5py.ExternalLink((rename or {}).get(link.filename, link.filename), link.path)
+
+
+_BLOCK = 32 << 20  # bytes per read while copying a dataset
+
+
+def _copy_checked(src: h5py.Group | h5py.Dataset, dest: h5py.Group, name: str) -> None:
+    """Copy a group or dataset into ``dest[name]``, every dataset with the fletcher32 checksum
+    (v1 stores have none), in blocks so that memory stays flat."""
+    if isinstance(src, h5py.Group):
+        g = dest.create_group(name)
+        for k, v in src.attrs.items():
+            g.attrs[k] = v
+        for child in src:
+            _copy_checked(src[child], g, child)
+        return
+    rows = max(1, _BLOCK // max(1, src.dtype.itemsize * int(np.prod(src.shape[1:], dtype=np.int64))))
+    chunks = src.chunks or (True if src.ndim else None)
+    kwargs: dict[str, Any] = dict(shape=src.shape, maxshape=src.maxshape or src.shape, dtype=src.dtype,
+                                  chunks=chunks, compression=src.compression, compression_opts=src.compression_opts)
+    if src.ndim == 0:
+        ds = dest.create_dataset(name, data=src[()], dtype=src.dtype)
+    else:
+        ds = _create(dest, name, **kwargs)
+        for lo in range(0, src.shape[0], rows):
+            ds[lo : lo + rows] = src[lo : lo + rows]
+    for k, v in src.attrs.items():
+        ds.attrs[k] = v
 
 
 def _append_log(f: h5py.File, entry: LogEntry) -> None:
@@ -929,9 +1269,9 @@ def _finish_log(f: h5py.File, command: str, config: dict[str, Any], started: flo
 def create_store(dest: str | os.PathLike[str], class_names: Sequence[str], *, command: str,
                  config: dict[str, Any], overwrite: bool = False,
                  started: float | None = None) -> Iterator[_Writable]:
-    """Build a new store beside ``dest`` and rename it over ``dest`` when the block succeeds.
+    """Build a new store at ``dest``: its data in a new part, then its root renamed over ``dest``.
 
-    On any exception the partial file is removed and ``dest`` is left as it was.
+    On any exception the new part and root are removed and ``dest`` is left as it was.
     """
     dest = Path(dest)
     started = time.time() if started is None else started
@@ -944,15 +1284,24 @@ def create_store(dest: str | os.PathLike[str], class_names: Sequence[str], *, co
         raise StoreError(f"expected background plus at least one class name, got {list(class_names)}")
     if not dest.parent.is_dir():
         raise StoreError(f"{dest}: the folder {dest.parent} does not exist; create it first")
+    if dest.exists():
+        _check_writable(dest)
     with _write_lock(dest):
         partial = _partial_path(dest)
+        writer: _Writable | None = None
         try:
             with h5py.File(str(partial), "w", **_RDCC) as f:
-                _init_layout(f, class_names)
-                yield _Writable(f, dest)
+                writer = _Writable(f, dest, part_kind="base")
+                _init_layout(writer, class_names)
+                yield writer
                 _finish_log(f, command, config, started)
+                writer._finish_part()
             _commit(partial, dest)
+            writer = None
+            _collect_garbage(dest)
         finally:
+            if writer is not None:
+                writer._abort()
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
 
@@ -962,22 +1311,271 @@ def transaction(path: str | os.PathLike[str], *, command: str, config: dict[str,
                 started: float | None = None) -> Iterator[StoreTransaction]:
     """Change a store atomically: all of the block's writes land together, or none do.
 
-    The run log gets one entry for ``command`` with its resolved ``config``.
+    The new data goes into one new part file; the root is rewritten (it is small) and renamed
+    over the old one.  A v1 store is migrated first (see :func:`migrate`).  The run log gets one
+    entry for ``command`` with its resolved ``config``.
     """
     path = Path(path)
-    started = time.time() if started is None else started
     _check_store_file(path)
+    _check_writable(path)
     with _write_lock(path):
         with _open_h5(path, "r") as f:
-            _check_schema(f, path)
-        partial = _partial_path(path)
-        try:
-            shutil.copyfile(path, partial)
-            with h5py.File(str(partial), "r+", **_RDCC) as f:
-                tx = StoreTransaction(f, path)
-                yield tx
-                _finish_log(f, command, config, started)
-            _commit(partial, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
+            version = _check_schema(f, path)
+        if version < 2:
+            _migrate_locked(path)
+        with transaction_locked(path, command=command, config=config, started=started) as tx:
+            yield tx
+
+
+@contextlib.contextmanager
+def transaction_locked(path: Path, *, command: str, config: dict[str, Any],
+                       started: float | None = None) -> Iterator[StoreTransaction]:
+    """The body of :func:`transaction` for a v2 store whose write lock the caller holds."""
+    started = time.time() if started is None else started
+    _collect_garbage(path)  # parts of killed writers
+    partial = _partial_path(path)
+    tx: StoreTransaction | None = None
+    try:
+        with _open_h5(path, "r") as old, h5py.File(str(partial), "w", **_RDCC) as f:
+            _copy_root(old, f)
+        with h5py.File(str(partial), "r+", **_RDCC) as f:
+            tx = StoreTransaction(f, path)
+            yield tx
+            _finish_log(f, command, config, started)
+            tx._finish_part()
+        _commit(partial, path)
+        tx = None
+        _collect_garbage(path)  # parts of replaced columns
+    finally:
+        if tx is not None:
+            tx._abort()
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+
+
+# --------------------------------------------------------------------------------------
+# Migration (v1 → v2) and compaction
+# --------------------------------------------------------------------------------------
+def _backup_path(path: Path) -> Path:
+    backup = path.with_name(f"{path.name}.v1-backup")
+    k = 1
+    while backup.exists():
+        k += 1
+        backup = path.with_name(f"{path.name}.v1-backup{k}")
+    return backup
+
+
+def _migrate_locked(path: Path) -> Path:
+    """Rewrite a v1 store as v2 (the caller holds the lock); the v1 file stays as a backup."""
+    started = time.time()
+    partial = _partial_path(path)
+    writer: _Writable | None = None
+    small: _Writable | None = None
+    try:
+        with _open_h5(path, "r") as old, h5py.File(str(partial), "w", **_RDCC) as f:
+            names = old["classes/names"].asstr()[:]
+            created = old.attrs.get("created")
+            _init_root(f, names, created=created.decode() if isinstance(created, bytes) else created)
+            for k, v in old.attrs.items():
+                if k not in ("schema_version", "salcurate_version"):
+                    f.attrs[k] = v
+            entries = old["log/entries"][:]
+            f["log/entries"].resize((len(entries),))
+            f["log/entries"][:] = entries
+            writer = _Writable(f, path, part_kind="base")
+            part = writer._part()
+            for top in ("samples", "images"):
+                _copy_checked(old[top], part, top)
+                writer._link(top)
+            maps = part.create_group("maps")
+            for kind in old["maps"]:
+                _copy_checked(old[f"maps/{kind}"], maps, kind)
+                writer._link(f"maps/{kind}")
+            small = _Writable(f, path, part_kind="tx")
+            for group in ("scores", "selections"):
+                for name in old.get(group, {}):
+                    _copy_checked(old[f"{group}/{name}"], small._part().require_group(group), name)
+                    small._link(f"{group}/{name}")
+            backup = _backup_path(path)
+            _finish_log(f, "migrate", {"from_schema": int(old.attrs.get("schema_version", 1)), "to_schema": 2,
+                                       "backup": backup.name}, started)
+            writer._finish_part()
+            small._finish_part()
+        try:  # the v1 file itself becomes the backup: no copy
+            os.link(path, backup)
+        except OSError:
+            shutil.copy2(path, backup)
+        _commit(partial, path)
+        writer = small = None
+        log.warning("migrated %s to store schema v2; the v1 file is kept as %s (delete it when you no longer "
+                    "need it)", path, backup)
+        return backup
+    finally:
+        for w in (writer, small):
+            if w is not None:
+                w._abort()
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+
+
+def migrate(path: str | os.PathLike[str]) -> Path | None:
+    """Migrate a v1 store to v2 in place; returns the v1 backup's path, or None when already v2."""
+    path = Path(path)
+    _check_store_file(path)
+    _check_writable(path)
+    with _write_lock(path):
+        with _open_h5(path, "r") as f:
+            version = _check_schema(f, path)
+        return _migrate_locked(path) if version < 2 else None
+
+
+def store_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files a store consists of: its root and the part files it links to."""
+    path = Path(path)
+    with _open_h5(path, "r") as root:
+        links = _read_links(root, path)
+    return [path, *sorted({path.parent / link.filename for link in links.values()})]
+
+
+def copy_store(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Copy a store (its root and the parts it uses) to ``dest``, whose parts go to ``dest``'s own
+    folder.  Parts never change, so they are hard-linked where the file system allows (no copy)."""
+    src, dest = Path(src), Path(dest)
+    _check_store_file(src)
+    if dest.exists():
+        raise StoreError(f"{dest}: exists already; choose another destination or remove it")
+    with _open_h5(src, "r") as root:
+        version = _check_schema(root, src)
+        links = _read_links(root, src)
+    if version < 2 or not links:
+        shutil.copy2(src, dest)
+        return dest
+    folder = parts_dir(dest)
+    folder.mkdir(exist_ok=True)
+    renamed: dict[str, str] = {}
+    for filename in sorted({link.filename for link in links.values()}):
+        target = folder / Path(filename).name
+        renamed[filename] = f"{folder.name}/{target.name}"
+        if not target.exists():
+            try:
+                os.link(src.parent / filename, target)
+            except OSError:
+                shutil.copy2(src.parent / filename, target)
+    partial = _partial_path(dest)
+    try:
+        with _open_h5(src, "r") as old, h5py.File(str(partial), "w") as new:
+            _copy_root(old, new, rename=renamed)
+        _keep_mode(partial, src)
+        os.replace(partial, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    return dest
+
+
+def remove_store(path: str | os.PathLike[str]) -> None:
+    """Delete a store: its root, then its part folder (a missing store is no error)."""
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    shutil.rmtree(parts_dir(path), ignore_errors=True)
+
+
+def compact(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Gather every score column and selection into one part, rewrite the root and delete the
+    part files nothing refers to.  Returns the store's size in bytes before and after."""
+    path = Path(path)
+    _check_store_file(path)
+    _check_writable(path)
+
+    def size() -> int:
+        folder = parts_dir(path)
+        return path.stat().st_size + (sum(p.stat().st_size for p in folder.iterdir()) if folder.is_dir() else 0)
+
+    with _write_lock(path):
+        with _open_h5(path, "r") as f:
+            version = _check_schema(f, path)
+        before = size()
+        if version < 2:
+            _migrate_locked(path)
+        with transaction_locked(path, command="compact", config={}) as tx:
+            for key in _read_links(tx._f, path):
+                if key.partition("/")[0] in ("scores", "selections"):
+                    group = tx._part().require_group(key.partition("/")[0])
+                    _copy_checked(tx._f[key], group, key.partition("/")[2])
+                    tx._link(key)
+        return before, size()
+
+
+# --------------------------------------------------------------------------------------
+# Checking
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """One thing ``check`` found wrong: a sample's data (``sample`` set) or the store's own."""
+
+    what: str
+    sample: str | None = None
+    index: int | None = None
+
+
+def check_store(path: str | os.PathLike[str], *, decode_images: bool = False,
+                advance: Callable[[int], None] | None = None) -> tuple[MaskStore | None, list[Damage]]:
+    """Read every byte of a store and list what is damaged: its root, missing part files, columns,
+    and each sample whose image or maps fail their checksum or do not decode.
+
+    decode_images: also decode every image (checksums catch damaged bytes in v2 stores; v1 stores
+    have none, so only decoding finds them).  advance: called with the number of samples checked.
+    Returns the store's metadata (None when it cannot be opened; closed) and the damage found.
+    """
+    path = Path(path)
+    _check_store_file(path)
+    damage: list[Damage] = []
+    try:
+        store = MaskStore(path)
+    except StoreError as exc:
+        return None, [Damage(str(exc).removeprefix(f"{path}: "))]
+    with store:
+        for key in ("classes/names", "log/entries"):
+            try:
+                store._f[key][:]
+            except (OSError, KeyError, ValueError) as exc:
+                damage.append(Damage(f"{key} cannot be read ({_short(exc)})"))
+        for kind in store.map_names():
+            for ds in ("histogram",):
+                if kind in LABEL_KINDS or kind in store._proxy_sets:
+                    try:
+                        store._obj(f"maps/{kind}/{ds}")[:]
+                    except (OSError, KeyError, ValueError) as exc:
+                        damage.append(Damage(f"maps/{kind}/{ds} cannot be read ({_short(exc)})"))
+        for group, names in (("scores", store.score_names()), ("selections", store.selection_names())):
+            for name in names:
+                try:
+                    store._obj(f"{group}/{name}")[:]
+                except (OSError, KeyError, ValueError) as exc:
+                    damage.append(Damage(f"{group}/{name} cannot be read ({_short(exc)})"))
+        kinds = store.map_names()
+        for i, sample_id in enumerate(store.ids):
+            try:
+                if decode_images:
+                    store.image(i)
+                else:
+                    store.image_bytes(i)
+            except StoreError as exc:
+                damage.append(Damage(_what(exc), sample_id, i))
+            for kind in kinds:
+                try:
+                    store.map(kind, i)
+                except StoreError as exc:
+                    damage.append(Damage(_what(exc), sample_id, i))
+            if advance is not None and (i % 256 == 255 or i == len(store.ids) - 1):
+                advance(i % 256 + 1)
+    return store, damage
+
+
+def _what(exc: StoreError) -> str:
+    """The part of a damage message that says what failed (without the store path and sample)."""
+    text = str(exc)
+    start = text.find("cannot read ")
+    end = text.find("; run `salcurate check")
+    return text[start:end] if start >= 0 else text

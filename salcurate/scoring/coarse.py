@@ -13,6 +13,8 @@ For each sample with a proxy annotation G (SAL Section III-B1):
 carry its name (``sc:cam``, ``reference:cam``, see ``salcurate.data.store.proxy_column``).
 Work runs in worker processes that read the store themselves; results go to a work area
 (``salcurate.data.workarea``) so that a killed run resumes, and reach the store in one transaction.
+Under ``torchrun`` every rank scores its share of the samples (``salcurate.data.workarea.shard_work``)
+and rank 0 commits them all.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import numpy as np
 
 from salcurate.config import Choice, choice, run_only_names, setting, store_setting, to_dict
 from salcurate.data import store as store_mod
-from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
+from salcurate.data.workarea import SHARD_TIMEOUT_S, config_hash, shard_work
+from salcurate.distributed import DistInfo, session
 from salcurate.errors import InputError, StoreError
 from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.paper import OBJECTNESS_B
@@ -248,6 +251,8 @@ def _single_threaded_children() -> Iterator[None]:
 
 def _run(path: Path, config: CoarseConfig, todo: np.ndarray, workers: int,
          on_result: Callable[[list[tuple[int, np.ndarray, np.ndarray]]], None]) -> None:
+    if len(todo) == 0:
+        return
     chunks = [todo[k : k + config.batch_size].tolist() for k in range(0, len(todo), config.batch_size)]
     if workers > 1:  # interleave contiguous shards: worker j tends to read shard j in file order
         shards = np.array_split(np.arange(len(chunks)), workers)
@@ -310,9 +315,14 @@ def run(config: CoarseConfig, *, events: Events | None = None) -> CoarseResult:
     Resumes a killed run with the same config; with the same config complete in the store it
     does nothing; with another config it writes new columns suffixed with the config's hash, or
     replaces the plain ones with ``overwrite``.  Events: ``start(masks to score, already done)``,
-    ``advance(n)`` after each batch.
+    ``advance(n)`` after each batch.  Under ``torchrun`` (gloo) each rank scores its share, rank 0
+    alone reports events and commits, and every rank returns the same result.
     """
-    events = events or NO_EVENTS
+    with session("cpu", timeout_s=SHARD_TIMEOUT_S) as (info, _):
+        return _score(config, info, (events or NO_EVENTS) if info.main else NO_EVENTS)
+
+
+def _score(config: CoarseConfig, info: DistInfo, events: Events) -> CoarseResult:
     started = time.time()
     path = Path(config.store)
     with store_mod.MaskStore(path) as st:
@@ -332,22 +342,21 @@ def run(config: CoarseConfig, *, events: Events | None = None) -> CoarseResult:
         return CoarseResult(names, ref_name, scoring, 0, 0, int((~has_proxy).sum()), True,
                             time.time() - started, None)
 
-    workers = config.workers if config.workers > 0 else (os.cpu_count() or 1)
-    with open_work_area(path, COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
-                        columns=WORKER_COLUMNS, mask_sizes=sizes) as area:
-        done = area.done | ~has_proxy
-        todo = np.flatnonzero(~done)
-        resumed = int((area.done & has_proxy).sum())
-        events.start(int(has_proxy.sum()), resumed)
+    # the ranks on one machine share its cores
+    workers = config.workers if config.workers > 0 else max(1, (os.cpu_count() or 1) // info.local_world)
+    with shard_work(path, COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
+                    columns=WORKER_COLUMNS, needed=has_proxy, info=info, events=events, mask_sizes=sizes) as work:
+        area = work.area
 
         def on_result(results: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
             order = sorted(results, key=lambda r: r[0])
             idx = [r[0] for r in order]
             masks = [np.unpackbits(r[2], count=int(sizes[r[0]])).view(bool) for r in order]
             area.write(idx, np.stack([r[1] for r in order]), masks)
-            events.advance(len(idx))
+            work.advance(len(idx))
 
-        _run(path, config, todo, workers, on_result)
+        _run(path, config, work.mine, workers, on_result)
+        work.gather()
 
         values = area.values()
         f1, f = values["f1"], values["f"]
@@ -355,12 +364,13 @@ def run(config: CoarseConfig, *, events: Events | None = None) -> CoarseResult:
         cd_col = np.where(has_proxy, cd, np.nan).astype(np.float32)
         sc = metrics.coarse_score(ac, cd_col).astype(np.float32)
         columns = {names["f1"]: f1, names["f"]: f, names["ac"]: ac, names["cd"]: cd_col, names["sc"]: sc}
-        with store_mod.transaction(path, command=COMMAND, config={**to_dict(config), "columns": names},
-                                   started=started) as tx:
-            tx.put_scores(columns, config=scoring, command=COMMAND, overwrite=True)
-            tx.put_bit_maps(ref_name, (area.packed_mask(i) for i in range(len(ids))), config=scoring,
-                            command=COMMAND, overwrite=True)
-        remove_work_area(area)
-    log.info("scored %d masks in %s", len(todo), path)
-    return CoarseResult(names, ref_name, scoring, int(len(todo)), resumed, int((~has_proxy).sum()), False,
+        if work.main:
+            with store_mod.transaction(path, command=COMMAND, config={**to_dict(config), "columns": names},
+                                       started=started) as tx:
+                tx.put_scores(columns, config=scoring, command=COMMAND, overwrite=True)
+                tx.put_bit_maps(ref_name, (area.packed_mask(i) for i in range(len(ids))), config=scoring,
+                                command=COMMAND, overwrite=True)
+        work.finish()
+    log.info("scored %d masks in %s (%d by this process)", len(work.todo), path, len(work.mine))
+    return CoarseResult(names, ref_name, scoring, int(len(work.todo)), work.resumed, int((~has_proxy).sum()), False,
                         time.time() - started, float(np.nanmean(sc)) if has_proxy.any() else None)

@@ -21,7 +21,9 @@ The columns carry the proxy set's name (``ce:cam``, ``tagp:cam``, ...; see
 CAM settings, saved with them.  Which classifier: ``classifier="auto"`` reads the proxy set's
 config, where ``pseudo-label`` recorded its ``classifier.pt``; or a path.  Per-sample results go
 to a work area (``salcurate.data.workarea``) so that a killed run resumes, and reach the store in
-one transaction.  On CUDA the forward passes run in bf16 autocast, as ``pseudo-label``'s.
+one transaction; under ``torchrun`` every rank (on ``cuda:LOCAL_RANK``) scores its share of the
+samples and rank 0 commits them all.  On CUDA the forward passes run in bf16 autocast, as
+``pseudo-label``'s.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ import numpy as np
 
 from salcurate.config import choice, setting, store_setting, to_dict
 from salcurate.data import store as store_mod
-from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
+from salcurate.data.workarea import SHARD_TIMEOUT_S, config_hash, shard_work
+from salcurate.distributed import DistInfo, session
 from salcurate.errors import InputError, StoreError
 from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.nn.device import Device, resolve_device
@@ -275,19 +278,24 @@ def run(config: EvidenceConfig, *, events: Events | None = None) -> EvidenceResu
     Resumes a killed run with the same classifier and CAM settings; with those complete in the
     store it does nothing; with others it writes new columns suffixed with their hash, or replaces
     the plain ones with ``overwrite``.  Events: a note on the classifier, ``start(samples to score,
-    already done)``, ``advance(1)`` per image.
+    already done)``, ``advance(1)`` per image.  Under ``torchrun`` each rank scores its share on
+    its own device, rank 0 alone reports events and commits, and every rank returns the same result.
     """
+    config = dataclasses.replace(config, device=choice(Device, config.device, "device"))
+    if config.workers < 0:
+        raise InputError(f"workers must be 0 (load in this process) or more, got {config.workers}", param="workers")
+    with session(resolve_device(config.device), timeout_s=SHARD_TIMEOUT_S) as (dist_info, device):
+        return _score(config, device, dist_info, (events or NO_EVENTS) if dist_info.main else NO_EVENTS)
+
+
+def _score(config: EvidenceConfig, device: torch.device, dist_info: DistInfo, events: Events) -> EvidenceResult:
     import torch
     from torch.utils.data import DataLoader
 
     from salcurate.nn.classifier import load_classifier, read_classifier_file
 
-    events = events or NO_EVENTS
     started = time.time()
     path = Path(config.store)
-    config = dataclasses.replace(config, device=choice(Device, config.device, "device"))
-    if config.workers < 0:
-        raise InputError(f"workers must be 0 (load in this process) or more, got {config.workers}", param="workers")
     with store_mod.MaskStore(path) as st:
         proxy = st.resolve_proxy(config.proxy)
         run_config = st.proxy_run_config(proxy)
@@ -295,7 +303,6 @@ def run(config: EvidenceConfig, *, events: Events | None = None) -> EvidenceResu
         has_proxy = _check_store(st, proxy)
         payload = read_classifier_file(classifier)
         _check_classes(classifier, list(payload.get("class_names") or []), st)
-        device = resolve_device(config.device)
         model, info = load_classifier(classifier, map_location=device, payload=payload)
         cam, source = _cam_settings(run_config, info)
         scoring: dict[str, Any] = {"classifier": str(classifier), "classifier_sha256": _file_sha256(classifier),
@@ -319,27 +326,27 @@ def run(config: EvidenceConfig, *, events: Events | None = None) -> EvidenceResu
                 f"{' with flips' if cam['flip'] else ''} (settings from the {source})")
     settings = dict(scales=tuple(cam["scales"]), flip=bool(cam["flip"]), cam_max_side=cam["cam_max_side"],
                     input_size=int(cam["input_size"]), amp=amp)
-    with open_work_area(path, COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
-                        columns=COLUMNS) as area:
-        todo = np.flatnonzero(has_proxy & ~area.done)
-        resumed = int((area.done & has_proxy).sum())
-        events.start(int(has_proxy.sum()), resumed)
-        loader = DataLoader(_Items(str(path), proxy, todo, saliency), batch_size=None,
-                            num_workers=min(config.workers, len(todo)), collate_fn=_as_is)
+    with shard_work(path, COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
+                    columns=COLUMNS, needed=has_proxy, info=dist_info, events=events) as work:
+        loader = DataLoader(_Items(str(path), proxy, work.mine, saliency), batch_size=None,
+                            num_workers=min(config.workers, len(work.mine)), collate_fn=_as_is)
         work_started = time.time()
         for i, image, labels, sal in loader:
             values = image_scores(model, image, labels, tags[i], sal if sal.size else None,
                                   **settings)  # type: ignore[arg-type]
-            area.write([i], values[None])
-            events.advance(1)
-        seconds = time.time() - work_started
-        values = area.values()
+            work.area.write([i], values[None])
+            work.advance(1)
+        work.gather()
+        seconds = time.time() - work_started  # every rank's images in the time of the slowest
+        values = work.area.values()
         columns = {names[c]: np.where(has_proxy, values[c], np.nan).astype(np.float32) for c in COLUMNS}
-        with store_mod.transaction(path, command=COMMAND, config={**to_dict(config), **scoring, "device": device.type,
-                                   "amp": amp, "columns": names}, started=started) as tx:
-            tx.put_scores(columns, config=scoring, command=COMMAND, overwrite=True)
-        remove_work_area(area)
-    log.info("scored %d masks in %s", len(todo), path)
-    return EvidenceResult(names, str(classifier), scoring, int(len(todo)), resumed, int((~has_proxy).sum()), False,
-                          time.time() - started, len(todo) / seconds if len(todo) and seconds > 0 else None,
+        if work.main:
+            with store_mod.transaction(path, command=COMMAND, config={**to_dict(config), **scoring,
+                                       "device": device.type, "amp": amp, "columns": names}, started=started) as tx:
+                tx.put_scores(columns, config=scoring, command=COMMAND, overwrite=True)
+        work.finish()
+    todo = len(work.todo)
+    log.info("scored %d masks in %s (%d by this process)", todo, path, len(work.mine))
+    return EvidenceResult(names, str(classifier), scoring, todo, work.resumed, int((~has_proxy).sum()), False,
+                          time.time() - started, todo / seconds if todo and seconds > 0 else None,
                           device.type, _means(columns, names))

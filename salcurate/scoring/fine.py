@@ -3,7 +3,8 @@
 A small network (Table I, ``salcurate.nn.scorer``), trained by ``train-scorer``
 (``salcurate.training.scorer``) to predict a mask's AC from the image and the mask, gives P for
 every proxy; the fine score is SF = P x CD (Eq. 7, :func:`salcurate.scoring.metrics.fine_score`).
-:func:`run` is the ``score-fine`` command; like ``score-coarse`` it resumes a killed run.  For a
+:func:`run` is the ``score-fine`` command; like ``score-coarse`` it resumes a killed run, and
+under ``torchrun`` every rank (on ``cuda:LOCAL_RANK``) scores its share of the samples.  For a
 proxy set other than the imported one the columns carry its name (``p:cam``, ``sf:cam``).
 """
 
@@ -14,18 +15,22 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from salcurate.config import setting, store_setting, to_dict
 from salcurate.data import store as store_mod
-from salcurate.data.workarea import config_hash, open_work_area, remove_work_area
+from salcurate.data.workarea import SHARD_TIMEOUT_S, config_hash, shard_work
+from salcurate.distributed import DistInfo, session
 from salcurate.errors import InputError, StoreError
 from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.nn.device import Device, resolve_device
 from salcurate.scoring.metrics import fine_score, foreground
 from salcurate.scoring.synthesis import network_input, resize_pair
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +108,30 @@ def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
     With fine scores of this scorer complete in the store it does nothing; fine scores of another
     scorer stay, and the new ones get columns suffixed with a hash (or replace them with
     ``overwrite``).  Events: ``start(masks to score, already done)``, ``advance(n)`` per batch.
+    Under ``torchrun`` each rank scores its share on its own device, rank 0 alone reports events
+    and commits, and every rank returns the same result.
     """
+    if config.batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {config.batch_size}", param="batch_size")
+    if config.workers < 0:
+        raise InputError(f"workers must be 0 (load in this process) or more, got {config.workers}", param="workers")
+    with session(resolve_device(config.device), timeout_s=SHARD_TIMEOUT_S) as (info, device):
+        return _score(config, device, info, (events or NO_EVENTS) if info.main else NO_EVENTS)
+
+
+def _score(config: ScoreFineConfig, device: torch.device, info: DistInfo, events: Events) -> FineResult:
     import torch  # here: importing the module (for its config) does not load torch
     from torch.utils.data import DataLoader
 
     from salcurate.nn.scorer import load_checkpoint
 
-    events = events or NO_EVENTS
     started = time.time()
     path = Path(config.store)
     scorer_path = Path(config.scorer) if config.scorer else default_scorer_path()
-    if config.batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {config.batch_size}", param="batch_size")
-    if config.workers < 0:
-        raise InputError(f"workers must be 0 (load in this process) or more, got {config.workers}", param="workers")
-    device = resolve_device(config.device)
     with store_mod.MaskStore(path) as st:
         proxy = st.resolve_proxy(config.proxy)
         config = dataclasses.replace(config, proxy=proxy)
-        model, scfg, info = load_checkpoint(scorer_path)
+        model, scfg, _ = load_checkpoint(scorer_path)
         digest = hashlib.sha256(scorer_path.read_bytes()).hexdigest()[:12]
         scoring = {"scorer": str(scorer_path), "scorer_sha256": digest, "input_size": scfg.input_size,
                    "coarse": config.coarse}
@@ -148,12 +158,9 @@ def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
     amp = device.type == "cuda"
     if amp:
         model.to(memory_format=torch.channels_last)
-    with open_work_area(path, SCORE_COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
-                        columns=("p",)) as area:
-        todo = np.flatnonzero(has_proxy & ~area.done)
-        resumed = int((area.done & has_proxy).sum())
-        events.start(int(has_proxy.sum()), resumed)
-        loader = DataLoader(_FineItems(str(path), proxy, todo, scfg.input_size), batch_size=config.batch_size,
+    with shard_work(path, SCORE_COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
+                    columns=("p",), needed=has_proxy, info=info, events=events) as work:
+        loader = DataLoader(_FineItems(str(path), proxy, work.mine, scfg.input_size), batch_size=config.batch_size,
                             num_workers=config.workers, pin_memory=amp)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             for idx, x in loader:
@@ -161,13 +168,16 @@ def run(config: ScoreFineConfig, *, events: Events | None = None) -> FineResult:
                 if amp:
                     x = x.contiguous(memory_format=torch.channels_last)
                 p = model.predict(x).float().cpu().numpy()
-                area.write(idx.numpy(), p[:, None])
-                events.advance(len(idx))
-        p_col = area.values()["p"]
+                work.area.write(idx.numpy(), p[:, None])
+                work.advance(len(idx))
+        work.gather()
+        p_col = work.area.values()["p"]
         sf = fine_score(p_col, np.where(has_proxy, cd, np.nan)).astype(np.float32)
-        with store_mod.transaction(path, command=SCORE_COMMAND, config={**to_dict(config), **scoring,
-                                   "device": device.type, "columns": names}, started=started) as tx:
-            tx.put_scores({names["p"]: p_col, names["sf"]: sf}, config=scoring, command=SCORE_COMMAND, overwrite=True)
-        remove_work_area(area)
-    return FineResult(names, int(len(todo)), resumed, False, time.time() - started,
+        if work.main:
+            with store_mod.transaction(path, command=SCORE_COMMAND, config={**to_dict(config), **scoring,
+                                       "device": device.type, "columns": names}, started=started) as tx:
+                tx.put_scores({names["p"]: p_col, names["sf"]: sf}, config=scoring, command=SCORE_COMMAND,
+                              overwrite=True)
+        work.finish()
+    return FineResult(names, int(len(work.todo)), work.resumed, False, time.time() - started,
                       float(np.nanmean(sf)) if has_proxy.any() else None, device.type)

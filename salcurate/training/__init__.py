@@ -6,6 +6,6 @@ tag classifier whose CAM proxies go back into the store as a proxy set (``pseudo
 SAL-Net (``retrain``, :mod:`.retrain`, Eq. 10-14).  All three are ``run(config, *, events=None)
 -> Result`` over a config dataclass that declares every setting once; the mechanics they share
 (precision, model set-up, checkpoints with a recipe check, JSONL log, Ctrl-C, DDP) are in
-:mod:`.harness` and :mod:`.distributed`; :mod:`.data` and :mod:`.losses` are SAL-Net's data and
+:mod:`.harness` and :mod:`salcurate.distributed`; :mod:`.data` and :mod:`.losses` are SAL-Net's data and
 losses.
 """

@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
+from salcurate import distributed as ddp
 from salcurate.config import run_only_names, to_dict, to_toml
 from salcurate.errors import InputError, SalcurateError
 from salcurate.events import NO_EVENTS, Events
-from salcurate.training import distributed as ddp
 
 log = logging.getLogger(__name__)
 

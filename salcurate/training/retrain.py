@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from salcurate import distributed as ddp
 from salcurate.config import Choice, choice, setting, store_setting, to_dict
 from salcurate.data import store as store_mod
 from salcurate.data.workarea import ids_fingerprint
@@ -41,7 +42,6 @@ from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.nn.device import Device, resolve_device
 from salcurate.nn.salnet import SALNet, SALNetConfig, read_model_file, save_model
 from salcurate.paper import LAMBDA, PROTOCOLS, SALNET_BATCH, SALNET_CROP
-from salcurate.training import distributed as ddp
 from salcurate.training.data import (
     Augment,
     EvalSet,

@@ -1,24 +1,31 @@
 """Many processes through PyTorch's own engine: ``torchrun`` sets the environment, this joins it.
 
-``torchrun --nproc_per_node 4 -m salcurate retrain ...`` starts one process per GPU with
-``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set; :func:`setup` joins the process group (NCCL on
-CUDA, gloo on CPU, or the backend named by the environment variable ``SALCURATE_DIST_BACKEND``),
-also for one process under torchrun.  Without those variables everything is one process and
-nothing is joined.  A backend this torch build lacks is an InputError (:func:`backend_for`).
+``torchrun --nproc_per_node 4 -m salcurate retrain ...`` (or ``score-coarse``, ``score-fine``,
+``score-evidence``) starts one process per GPU with ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``
+set; :func:`setup` joins the process group (NCCL on CUDA, gloo on CPU, or the backend named by
+the environment variable ``SALCURATE_DIST_BACKEND``), also for one process under torchrun, and
+moves a CUDA device to ``cuda:LOCAL_RANK``.  Without those variables everything is one process,
+nothing is joined and torch is not even imported (:func:`env_info` reads the environment only).
+A backend this torch build lacks is an InputError (:func:`backend_for`).
+
+Training (``retrain``) uses it for DistributedDataParallel; the per-sample scoring commands use
+it to split their samples between ranks (``salcurate.data.workarea.shard_work``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import os
 from collections.abc import Iterator
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from salcurate.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,8 @@ class DistInfo:
     local_rank: int = 0
     #: Started by torchrun (its variables are set), even as one process.
     launched: bool = False
+    #: Processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``).
+    local_world: int = 1
 
     @property
     def enabled(self) -> bool:
@@ -51,10 +60,12 @@ def env_info() -> DistInfo:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     except ValueError:
-        raise InputError("WORLD_SIZE, RANK and LOCAL_RANK must be whole numbers; launch with torchrun") from None
+        raise InputError("WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE must be whole numbers; "
+                         "launch with torchrun") from None
     launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
-    return DistInfo(rank=rank, world=world, local_rank=local, launched=launched)
+    return DistInfo(rank=rank, world=world, local_rank=local, launched=launched, local_world=max(1, local_world))
 
 
 def backend_for(device: torch.device) -> str:
@@ -63,6 +74,8 @@ def backend_for(device: torch.device) -> str:
     Raises InputError (one line) when torch.distributed or that backend is not in this torch
     build, or nccl is asked for on the CPU.
     """
+    import torch.distributed as dist
+
     asked = os.environ.get(BACKEND_ENV, "").strip().lower()
     name = asked or ("nccl" if device.type == "cuda" else "gloo")
     chosen = f"{BACKEND_ENV}={name}" if asked else f"the default on {device.type}"
@@ -81,11 +94,19 @@ def backend_for(device: torch.device) -> str:
     return name
 
 
-def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
-    """Join the process group when launched by torchrun; returns the info and this rank's device."""
+def setup(device: torch.device | str, *, timeout_s: float | None = None) -> tuple[DistInfo, torch.device | str]:
+    """Join the process group when launched by torchrun; returns the info and this rank's device.
+
+    ``timeout_s``: how long a collective (a barrier) waits for the slowest rank before it fails
+    (torch's default when None).  Without torchrun nothing happens and ``device`` comes back as given.
+    """
     info = env_info()
     if not info.enabled:
         return info, device
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device(device)
     backend = backend_for(device)
     if device.type == "cuda":
         if torch.cuda.device_count() <= info.local_rank:
@@ -94,33 +115,57 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(info.local_rank)
         device = torch.device("cuda", info.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        timeout = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+        dist.init_process_group(backend=backend, timeout=timeout)
     log.info("joined process group: rank %d of %d (%s)", info.rank, info.world, dist.get_backend())
     return info, device
 
 
 def teardown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    if not info.enabled:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
 @contextlib.contextmanager
-def session(device: torch.device) -> Iterator[tuple[DistInfo, torch.device]]:
-    """:func:`setup` on entry, :func:`teardown` on exit: ``with session(device) as (info, device):``."""
-    info, device = setup(device)
+def session(device: torch.device | str, *, timeout_s: float | None = None) -> Iterator[tuple[DistInfo, torch.device]]:
+    """:func:`setup` on entry, :func:`teardown` on exit: ``with session(device) as (info, device):``.
+
+    A process group that was joined before (by the caller) stays joined.
+    """
+    joined_before = False
+    if env_info().enabled:
+        import torch.distributed as dist
+
+        joined_before = dist.is_available() and dist.is_initialized()
+    info, device = setup(device, timeout_s=timeout_s)
     try:
-        yield info, device
+        yield info, device  # type: ignore[misc]
     finally:
-        teardown(info)
+        if not joined_before:
+            teardown(info)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The sum over ranks (the tensor itself in one process)."""
     if info.enabled:
+        import torch.distributed as dist
+
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def barrier(info: DistInfo) -> None:
-    if info.enabled:
+    """Wait for every rank (nothing in one process)."""
+    if not info.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":  # the barrier's tensor on this rank's GPU, not on cuda:0
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
         dist.barrier()
