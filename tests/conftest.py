@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from salcurate.cli import app
+from salcurate.events import Events
 from salcurate.imageio import write_grey_png, write_label_png
 
 #: Background plus three classes with non-VOC names (nothing may assume the 21 VOC classes).
@@ -217,3 +218,26 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class RecordingEvents(Events):
+    """Events that remember every call (``calls``: ``("start", (total, done))``, ``("advance", n)``,
+    ``("note", message)``), for tests of progress reporting."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def start(self, total: int, done: int = 0, *, label: str = "") -> None:
+        self.calls.append(("start", (total, done)))
+
+    def advance(self, n: int = 1, **info: object) -> None:
+        self.calls.append(("advance", n))
+
+    def note(self, message: str) -> None:
+        self.calls.append(("note", message))
+
+    def metrics(self, record: dict[str, object]) -> None:
+        self.calls.append(("metrics", record))
+
+    def advanced(self) -> int:
+        return sum(int(n) for kind, n in self.calls if kind == "advance")  # type: ignore[call-overload]

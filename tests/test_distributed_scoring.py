@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import NO_GT_ID, TinyVoc, assert_ok, invoke, make_demo_store, voc_args
+from conftest import NO_GT_ID, RecordingEvents, TinyVoc, assert_ok, invoke, make_demo_store, voc_args
 
 from salcurate.data import store as store_mod
 from salcurate.data import workarea
@@ -41,19 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 IDS = [f"s{k}" for k in range(7)]
 NEEDED = np.array([1, 1, 0, 1, 1, 1, 1], bool)  # s2 has no proxy: never computed
 
-
-class _Recorder(Events):
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def start(self, total: int, done: int = 0, *, label: str = "") -> None:
-        self.calls.append(("start", (total, done)))
-
-    def advance(self, n: int = 1, **info: Any) -> None:
-        self.calls.append(("advance", n))
-
-    def advanced(self) -> int:
-        return sum(n for kind, n in self.calls if kind == "advance")
 
 
 # -- the sharding helper, one process ------------------------------------------------------------
@@ -81,13 +68,13 @@ def _rank(r: int, world: int) -> DistInfo:
 
 
 def test_one_process_takes_every_needed_sample_and_resumes(tmp_path: Path) -> None:
-    events = _Recorder()
+    events = RecordingEvents()
     with _shard(tmp_path, events=events) as shard:
         assert shard.main and shard.total == 6 and shard.resumed == 0
         assert shard.todo.tolist() == [0, 1, 3, 4, 5, 6] and shard.mine.tolist() == shard.todo.tolist()
         _write(shard, [0, 4])  # then killed
     assert events.calls == [("start", (6, 0)), ("advance", 1), ("advance", 1)]
-    events = _Recorder()
+    events = RecordingEvents()
     with _shard(tmp_path, events=events) as shard:
         assert shard.resumed == 2 and shard.mine.tolist() == [1, 3, 5, 6]
         _write(shard, shard.mine)
@@ -109,7 +96,7 @@ def test_gather_refuses_a_pass_with_samples_missing(tmp_path: Path) -> None:
 
 
 def test_two_ranks_split_the_samples_and_rank_0_sees_them_all(tmp_path: Path, no_barriers: None) -> None:
-    ev0, ev1 = _Recorder(), _Recorder()
+    ev0, ev1 = RecordingEvents(), RecordingEvents()
     with _shard(tmp_path, _rank(0, 2), ev0) as s0, _shard(tmp_path, _rank(1, 2), ev1) as s1:
         assert s0.todo.tolist() == s1.todo.tolist() == [0, 1, 3, 4, 5, 6]
         assert s0.mine.tolist() == [0, 3, 5] and s1.mine.tolist() == [1, 4, 6]

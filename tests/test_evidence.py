@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import CLASS_NAMES, NO_GT_ID, assert_ok, file_digest, invoke
+from conftest import CLASS_NAMES, NO_GT_ID, RecordingEvents, assert_ok, file_digest, invoke
 from torch import nn
 
 from salcurate.data import store as store_mod
 from salcurate.data.store import MaskStore, copy_store
 from salcurate.errors import InputError, StoreError
-from salcurate.events import Events
 from salcurate.nn.classifier import (
     ClassifierOutput,
     TagClassifier,
@@ -209,19 +208,6 @@ def cam_store(tiny_store: Path, tmp_path: Path) -> Path:
     return tiny_store
 
 
-class _Recorder(Events):
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def start(self, total: int, done: int = 0, *, label: str = "") -> None:
-        self.calls.append(("start", (total, done)))
-
-    def advance(self, n: int = 1, **info: Any) -> None:
-        self.calls.append(("advance", n))
-
-    def note(self, message: str) -> None:
-        self.calls.append(("note", message))
-
 
 def _columns(store: Path, names: dict[str, str]) -> dict[str, np.ndarray]:
     with MaskStore(store) as st:
@@ -229,7 +215,7 @@ def _columns(store: Path, names: dict[str, str]) -> dict[str, np.ndarray]:
 
 
 def test_run_writes_the_columns_with_their_config(cam_store: Path) -> None:
-    events = _Recorder()
+    events = RecordingEvents()
     res = run(EvidenceConfig(store=str(cam_store), proxy="cam", workers=0), events=events)
     assert res.columns == {c: f"{c}:cam" for c in ("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc")}
     assert res.computed == 5 and res.resumed == 0 and res.skipped_no_proxy == 1 and res.device == "cpu"

@@ -282,3 +282,38 @@ def test_mode_owner_and_group_are_kept(tiny_store: Path) -> None:
     assert stat.S_IMODE(after.st_mode) == 0o600 and (after.st_uid, after.st_gid) == (st.st_uid, st.st_gid)
     new_part = max(_parts(tiny_store), key=lambda p: p.stat().st_mtime_ns)
     assert stat.S_IMODE(new_part.stat().st_mode) == 0o600
+
+
+class _DamagedDataset:
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        raise StoreError("masks.h5: sample 'a' (index 0): cannot read its image: the store is damaged (x); "
+                         "run `salcurate check masks.h5` to list the damaged samples")
+
+
+def test_damage_met_in_a_data_loader_worker_is_still_one_line() -> None:
+    """torch re-raises a worker's error with the worker's traceback in the message; the CLI keeps its line."""
+    import torch.utils.data
+
+    from salcurate.cli.core import flag_message
+
+    loader = torch.utils.data.DataLoader(_DamagedDataset(), num_workers=1)  # type: ignore[arg-type]
+    with pytest.raises(StoreError) as err:
+        next(iter(loader))
+    assert "Traceback" in str(err.value)
+    line = flag_message(err.value, {})
+    assert line.startswith("masks.h5: sample 'a'") and "\n" not in line and "salcurate check" in line
+
+
+def test_a_private_stores_work_area_is_private(tiny_store: Path) -> None:
+    from salcurate.data.workarea import open_work_area
+
+    tiny_store.chmod(0o600)
+    with store_mod.MaskStore(tiny_store) as s:
+        ids = s.ids
+    with open_work_area(tiny_store, "t", {}, ids=ids, columns=["x"]):
+        pass
+    work = tiny_store.with_name(f".{tiny_store.name}.work")
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700

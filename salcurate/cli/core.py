@@ -66,9 +66,10 @@ C = TypeVar("C")
 def flag_message(exc: SalcurateError, flags: dict[str, str]) -> str:
     """The error's message with the parameter names it lists written as this command's flags."""
     message = str(exc)
-    if "Original Traceback" in message:  # re-raised from a data-loader worker: keep the original line
-        last = message.strip().splitlines()[-1]
-        message = last.split(": ", 1)[1] if ": " in last else last
+    if "Original Traceback" in message:  # re-raised from a data-loader worker: keep the original message
+        heads = list(re.finditer(r"[\w.]*(?:Error|Exception): ", message))
+        if heads:
+            message = message[heads[-1].end():].strip()
     for name in exc.params:
         flag = flags.get(name)
         if flag:

@@ -764,20 +764,6 @@ def _keep_mode(path: Path, like: Path | None, *, folder: bool = False) -> None:
         os.chown(path, st.st_uid, st.st_gid)
 
 
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # pragma: no cover - some platforms cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _commit(partial: Path, dest: Path) -> None:
     """Rename a finished root over ``dest`` atomically, keeping ``dest``'s mode, owner and group."""
     _keep_mode(partial, dest)

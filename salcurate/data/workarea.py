@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -295,7 +296,11 @@ def open_work_area(store_path: Path, command: str, config: dict[str, Any], *, id
     folder, meta, label_shapes = _folder_and_meta(store_path, command, config, ids, columns, mask_sizes,
                                                   label_shapes)
     root = folder.parent
-    root.mkdir(exist_ok=True)
+    if not root.is_dir():
+        root.mkdir()
+        with contextlib.suppress(OSError):  # partial results are as private as the store they come from
+            mode = stat.S_IMODE(store_path.stat().st_mode)
+            os.chmod(root, mode | (mode & 0o444) >> 2 | stat.S_IWUSR | stat.S_IXUSR)
     lock_fd = os.open(root / f"{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
