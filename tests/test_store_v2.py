@@ -317,3 +317,18 @@ def test_a_private_stores_work_area_is_private(tiny_store: Path) -> None:
         pass
     work = tiny_store.with_name(f".{tiny_store.name}.work")
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
+
+
+def test_ids_longer_than_the_stored_width_and_not_ascii(tiny_store: Path) -> None:
+    long_id = "COCO_train2014_" + "é" * 30  # wider than the fixed-length column holds
+    with store_mod.MaskStore(tiny_store) as s:
+        rec = store_mod.SampleRecord(id=long_id, split="a-long-split-name", image_bytes=s.image_bytes(0),
+                                     image_format=s.image_formats[0], height=int(s.heights[0]), width=int(s.widths[0]))
+        ids = s.ids
+    with store_mod.transaction(tiny_store, command="t", config={}) as tx:
+        tx.append_samples([rec])
+    with store_mod.MaskStore(tiny_store) as s:
+        assert s.ids == (*ids, long_id) and s.index_of(long_id) == 6
+        assert s.splits[-1] == "a-long-split-name" and s.splits[0] == "train"
+    with h5py.File(tiny_store, "r") as f:  # plain h5py reads them too
+        assert f["samples/id"].asstr()[-1] == long_id

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -321,24 +322,23 @@ class MaskStore:
                 raise KeyError(f"no {group!r} group")
         obj = self._obj
         self.class_names: tuple[str, ...] = tuple(f["classes/names"].asstr()[:])
-        self.ids: tuple[str, ...] = tuple(obj("samples/id").asstr()[:])
-        self.splits: np.ndarray = np.asarray(obj("samples/split").asstr()[:], dtype=object)
         self.heights: np.ndarray = obj("samples/height")[:].astype(np.int64)
         self.widths: np.ndarray = obj("samples/width")[:].astype(np.int64)
         self.strong: np.ndarray = obj("samples/strong")[:].astype(bool)
         self.tags: np.ndarray = obj("samples/tags")[:].astype(bool)
         self.has_tags: np.ndarray = obj("samples/has_tags")[:].astype(bool)
         self._image_offsets = obj("images/offsets")[:]
-        self.image_formats: tuple[str, ...] = tuple(obj("images/format").asstr()[:])
         kinds = list(f["maps"])
         groups = {k: obj(f"maps/{k}") for k in kinds}
         self._map_offsets = {k: groups[k]["offsets"][:] for k in kinds}
         self._map_encoding = {k: _attr_str(groups[k], "encoding", "pixels") for k in kinds}
         sets = [k for k in kinds if k != IMPORTED_PROXY and _attr_str(groups[k], "role", "") == "proxy"]
         self._proxy_sets: tuple[str, ...] = tuple(sorted(sets, key=lambda k: _creation_key(groups[k], k)))
-        self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
         self._datasets: dict[str, h5py.Dataset] = {}
-        n = len(self.ids)
+        n = len(self.heights)
+        for name in ("samples/id", "samples/split", "images/format"):
+            if obj(name).shape != (n,):
+                raise ValueError(f"{name} has {obj(name).shape[0]} entries for {n} samples")
         for what, size in (("images/offsets", len(self._image_offsets)),
                            *((f"maps/{k}/offsets", len(v)) for k, v in self._map_offsets.items())):
             if size != n + 1:
@@ -360,17 +360,38 @@ class MaskStore:
             raise self._damaged(what, i, exc) from None
 
     def _damaged(self, what: str, i: int | None, exc: BaseException) -> StoreError:
-        where = f"sample {self.ids[i]!r} (index {i}): " if i is not None and 0 <= i < len(self.ids) else ""
+        where = f"sample {self.ids[i]!r} (index {i}): " if i is not None and 0 <= i < len(self) else ""
         return StoreError(f"{self.path}: {where}cannot read {what}: the store is damaged ({_short(exc)}); "
                           f"run `salcurate check {self.path}` to list the damaged samples")
 
     # -- store level -----------------------------------------------------------------
+    # ids, splits and image formats are read on first use: opening a COCO-sized store for a
+    # command that needs none of them (select, a score column) stays fast.
+    @functools.cached_property
+    def ids(self) -> tuple[str, ...]:
+        """``(N,)`` sample ids."""
+        return tuple(_read_strings(self._obj("samples/id")))
+
+    @functools.cached_property
+    def splits(self) -> np.ndarray:
+        """``(N,)`` object array of split names."""
+        return np.asarray(_read_strings(self._obj("samples/split")), dtype=object)
+
+    @functools.cached_property
+    def image_formats(self) -> tuple[str, ...]:
+        """``(N,)`` image file formats (``JPEG``, ``PNG``, ...)."""
+        return tuple(_read_strings(self._obj("images/format")))
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {sample_id: i for i, sample_id in enumerate(self.ids)}
+
     @property
     def num_samples(self) -> int:
-        return len(self.ids)
+        return len(self.heights)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.heights)
 
     @property
     def num_classes(self) -> int:
@@ -461,7 +482,7 @@ class MaskStore:
     ) -> Iterator[tuple[int, np.ndarray | None]]:
         """Yield ``(i, map or None)`` in index order, reading large contiguous blocks."""
         off = self._map_offsets[self._check_kind(kind)]
-        order = np.arange(len(self.ids)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+        order = np.arange(len(self)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
         pixels = self._ds(self._data_path(kind))
         pos = 0
         while pos < len(order):
@@ -906,11 +927,11 @@ class _Writable:
         n1 = n0 + len(records)
         C = int(self._f["classes/names"].shape[0]) - 1
         s = f["samples"]
-        for name in ("id", "split", "height", "width", "strong", "has_tags"):
+        for name in ("height", "width", "strong", "has_tags"):
             s[name].resize((n1,))
         s["tags"].resize((n1, C))
-        s["id"][n0:n1] = [r.id for r in records]
-        s["split"][n0:n1] = [r.split for r in records]
+        _append_strings(s, "id", n0, [r.id for r in records])
+        _append_strings(s, "split", n0, [r.split for r in records])
         s["height"][n0:n1] = [r.height for r in records]
         s["width"][n0:n1] = [r.width for r in records]
         s["strong"][n0:n1] = [int(r.strong) for r in records]
@@ -923,8 +944,7 @@ class _Writable:
 
         images = f["images"]
         _append_ragged(images["bytes"], images["offsets"], [np.frombuffer(r.image_bytes, np.uint8) for r in records])
-        images["format"].resize((n1,))
-        images["format"][n0:n1] = [r.image_format for r in records]
+        _append_strings(images, "format", n0, [r.image_format for r in records])
 
         for kind in MAP_KINDS:
             g = f[f"maps/{kind}"]
@@ -1134,6 +1154,41 @@ def _check_label_map(name: str, labels: np.ndarray, i: int, sample_id: str, size
     return labels.astype(np.uint8, copy=False)
 
 
+def _fixed_str(length: int) -> np.dtype:
+    """A fixed-length UTF-8 string type: read as one block (variable-length strings cost a heap
+    lookup each) and, unlike those, checksummed."""
+    return h5py.string_dtype("utf-8", length)
+
+
+def _read_strings(ds: h5py.Dataset) -> list[str]:
+    """A string dataset's values (fixed- or variable-length) as Python strings."""
+    if ds.dtype.kind == "S":
+        return np.char.decode(ds[:], "utf-8").tolist() if ds.shape[0] else []
+    return ds.asstr()[:].tolist()
+
+
+def _append_strings(group: h5py.Group, name: str, n0: int, values: Sequence[str]) -> None:
+    """Write ``values`` at rows ``n0:`` of a string dataset, widening a fixed-length one (by
+    rewriting it; it is small) when a value is longer than it holds."""
+    ds = group[name]
+    encoded = [v.encode("utf-8") for v in values]
+    if ds.dtype.kind == "S":
+        need = max((len(e) for e in encoded), default=0)
+        if need > ds.dtype.itemsize:
+            old, attrs, width = ds[:n0], dict(ds.attrs), max(need, 2 * ds.dtype.itemsize)
+            del group[name]
+            ds = _create(group, name, shape=(n0,), maxshape=(None,), dtype=_fixed_str(width), chunks=(4096,))
+            ds[:] = old
+            for k, v in attrs.items():
+                ds.attrs[k] = v
+        ds.resize((n0 + len(values),))
+        if values:
+            ds[n0:] = np.array(encoded, dtype=_fixed_str(ds.dtype.itemsize))
+        return
+    ds.resize((n0 + len(values),))
+    ds[n0:] = list(values)
+
+
 def _append_ragged(data: h5py.Dataset, offsets: h5py.Dataset, arrays: Sequence[np.ndarray | None]) -> None:
     sizes = np.array([0 if a is None else a.size for a in arrays], dtype=np.uint64)
     n0 = offsets.shape[0]
@@ -1169,14 +1224,14 @@ def _init_layout(tx: _Writable, class_names: Sequence[str]) -> None:
     C = len(class_names) - 1
     part = tx._part()
     s = part.create_group("samples")
-    for name, dtype in (("id", _STR), ("split", _STR), ("height", np.uint32), ("width", np.uint32),
-                        ("strong", np.uint8), ("has_tags", np.uint8)):
+    for name, dtype in (("id", _fixed_str(16)), ("split", _fixed_str(8)), ("height", np.uint32),
+                        ("width", np.uint32), ("strong", np.uint8), ("has_tags", np.uint8)):
         _create(s, name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
     _create(s, "tags", shape=(0, C), maxshape=(None, C), dtype=np.uint8, chunks=(4096, max(C, 1)))
     img = part.create_group("images")
     _create(img, "bytes", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BYTES_CHUNK,))
     _create(img, "offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
-    _create(img, "format", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+    _create(img, "format", shape=(0,), maxshape=(None,), dtype=_fixed_str(4), chunks=(4096,))
     for kind in MAP_KINDS:
         g = part.create_group(f"maps/{kind}")
         if kind in PNG_KINDS:
@@ -1224,8 +1279,15 @@ def _copy_checked(src: h5py.Group | h5py.Dataset, dest: h5py.Group, name: str) -
     chunks = src.chunks or (True if src.ndim else None)
     kwargs: dict[str, Any] = dict(shape=src.shape, maxshape=src.maxshape or src.shape, dtype=src.dtype,
                                   chunks=chunks, compression=src.compression, compression_opts=src.compression_opts)
+    vlen = h5py.check_string_dtype(src.dtype)
     if src.ndim == 0:
         ds = dest.create_dataset(name, data=src[()], dtype=src.dtype)
+    elif vlen is not None and vlen.length is None and src.ndim == 1:  # v1's variable-length strings: fixed
+        encoded = [v.encode("utf-8") for v in _read_strings(src)]
+        width = max((len(e) for e in encoded), default=1) or 1
+        ds = _create(dest, name, shape=src.shape, maxshape=(None,), dtype=_fixed_str(width), chunks=True)
+        if encoded:
+            ds[:] = np.array(encoded, dtype=_fixed_str(width))
     else:
         ds = _create(dest, name, **kwargs)
         for lo in range(0, src.shape[0], rows):
