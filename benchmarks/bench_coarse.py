@@ -1,6 +1,6 @@
 """Benchmark of ``score-coarse`` (issue: coarse mask scoring).
 
-Uses the VOC-sized synthetic data of ``bench_store.py`` (run that first; it leaves the source
+Uses the VOC-sized synthetic data of ``bench_store_voc.py`` (run that first; it leaves the source
 files and a 10,582-sample store in ``--workdir``) and measures:
 
 * masks per second without CRF, saliency maps from the store, with 1 and 2 workers (the whole
@@ -88,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     full_src = args.workdir / "masks.h5"
     if not full_src.exists():
-        sys.exit(f"{full_src} not found: run benchmarks/bench_store.py first")
+        sys.exit(f"{full_src} not found: run benchmarks/bench_store_voc.py first")
     out = args.workdir / "coarse"
     out.mkdir(exist_ok=True)
     small = out / "small.h5"

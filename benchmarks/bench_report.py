@@ -1,6 +1,6 @@
 """Benchmark of ``salcurate report`` (issue: review report).
 
-Scores the 10,582-sample store of ``bench_store.py`` (coarse and fine, with the demo scorer in
+Scores the 10,582-sample store of ``bench_store_voc.py`` (coarse and fine, with the demo scorer in
 ``models/``) once, then times ``report`` with K = 50 and measures its peak memory, for the whole
 store and for a 3,000-sample store (memory should be flat in the number of samples), and the
 report's size.

@@ -7,6 +7,7 @@ report uses too) and :func:`run`, the ``info`` command; the CLI renders them.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -55,16 +56,18 @@ def column_summary(values: np.ndarray) -> dict[str, Any]:
 
 def class_table(store: MaskStore) -> list[dict[str, Any]]:
     """Per class: pixels and images in proxy and ground-truth maps, and images tagged with it."""
+    pixels, images = {}, {}
+    for k in LABEL_KINDS:  # whole-array sums: one pass over (N, C + 2), not one per class
+        h = store.class_histogram(k)[store.has_map(k), : store.num_classes + 1]
+        pixels[k], images[k] = h.sum(axis=0).tolist(), (h > 0).sum(axis=0).tolist()
+    tagged = store.tags.sum(axis=0).tolist()
     rows = []
-    hists = {k: store.class_histogram(k) for k in LABEL_KINDS}
-    has = {k: store.has_map(k) for k in LABEL_KINDS}
     for c, name in enumerate(store.class_names):
         row: dict[str, Any] = {"index": c, "name": name}
         for k in LABEL_KINDS:
-            h = hists[k][has[k], c]
-            row[f"{k}_pixels"] = int(h.sum())
-            row[f"{k}_images"] = int((h > 0).sum())
-        row["tagged_images"] = int(store.tags[:, c - 1].sum()) if c > 0 else None
+            row[f"{k}_pixels"] = int(pixels[k][c])
+            row[f"{k}_images"] = int(images[k][c])
+        row["tagged_images"] = int(tagged[c - 1]) if c > 0 else None
         rows.append(row)
     return rows
 
@@ -89,7 +92,7 @@ def proxy_sets(store: MaskStore) -> dict[str, dict[str, Any]]:
 
 def store_summary(store: MaskStore) -> dict[str, Any]:
     """Everything ``salcurate info`` shows, as plain JSON-ready data."""
-    splits, counts = np.unique(store.splits.astype(str), return_counts=True) if len(store) else ([], [])
+    split_counts = Counter(store.splits.tolist())
     return {
         "path": str(store.path),
         "schema_version": store.schema_version,
@@ -97,7 +100,7 @@ def store_summary(store: MaskStore) -> dict[str, Any]:
         "created": store.attrs.get("created"),
         "num_samples": len(store),
         "num_classes": store.num_classes,
-        "splits": {str(s): int(n) for s, n in zip(splits, counts)},
+        "splits": {str(s): int(split_counts[s]) for s in sorted(split_counts)},
         "maps": {k: int(store.has_map(k).sum())
                  for k in (*MAP_KINDS, *(n for n in store.map_names() if n not in MAP_KINDS))},
         "with_tags": int(store.has_tags.sum()),

@@ -86,6 +86,9 @@ _STR = h5py.string_dtype("utf-8")
 _PIXEL_CHUNK = 1 << 17  # 128 KiB of a flat map array per chunk
 _BYTES_CHUNK = 1 << 18  # 256 KiB of encoded image bytes per chunk
 _DEFLATE = 4
+#: Class histograms are mostly zeros (an image holds a few of C classes): byte shuffle + deflate
+#: makes them ~30x smaller, so ``info`` on a COCO-sized store reads a megabyte, not 40.
+_HIST_FILTERS: dict[str, Any] = dict(shuffle=True, compression="gzip", compression_opts=1)
 _RDCC = dict(rdcc_nbytes=4 << 20, rdcc_nslots=1021, rdcc_w0=1.0)  # reads touch at most 2 chunks
 
 
@@ -335,6 +338,7 @@ class MaskStore:
         sets = [k for k in kinds if k != IMPORTED_PROXY and _attr_str(groups[k], "role", "") == "proxy"]
         self._proxy_sets: tuple[str, ...] = tuple(sorted(sets, key=lambda k: _creation_key(groups[k], k)))
         self._datasets: dict[str, h5py.Dataset] = {}
+        self._histograms: dict[str, np.ndarray] = {}
         n = len(self.heights)
         for name in ("samples/id", "samples/split", "images/format"):
             if obj(name).shape != (n,):
@@ -509,17 +513,22 @@ class MaskStore:
             pos = end
 
     def class_histogram(self, kind: str) -> np.ndarray:
-        """``(N, C + 2)`` int64 pixel counts per class; the last column counts ignore (255) pixels.
+        """``(N, C + 2)`` int64 pixel counts per class (read-only); the last column counts ignore (255) pixels.
 
         Kept for the label maps: ``proxy``, ``gt`` and every proxy set.
         """
         if kind not in LABEL_KINDS and kind not in self._proxy_sets:
             have = ", ".join((*LABEL_KINDS, *self._proxy_sets))
             raise StoreError(f"class histograms exist for {have}, not {kind!r}")
+        cached = self._histograms.get(kind)
+        if cached is not None:
+            return cached
         with self._reading(f"the class histogram of {kind!r}"):
             hist = self._obj(f"maps/{kind}/histogram")[:].astype(np.int64)
         if len(hist) < self.num_samples:  # samples appended by a salcurate that did not grow this set's histogram
             hist = np.concatenate([hist, np.zeros((self.num_samples - len(hist), hist.shape[1]), np.int64)])
+        hist.setflags(write=False)  # shared by every caller: parts never change, so read once per open store
+        self._histograms[kind] = hist
         return hist
 
     # -- proxy sets ------------------------------------------------------------------
@@ -1067,7 +1076,7 @@ class _Writable:
         _append_ragged(data, offsets, batch)
         if count != len(sizes):
             raise StoreError(f"proxies {name!r}: expected {len(sizes)} maps (one per sample), got {count}")
-        _create(g, "histogram", data=hist, maxshape=(None, C + 2), chunks=(4096, C + 2))
+        _create(g, "histogram", data=hist, maxshape=(None, C + 2), chunks=(4096, C + 2), **_HIST_FILTERS)
         g.attrs["encoding"] = "pixels"
         g.attrs["role"] = "proxy"
         g.attrs["order"] = order
@@ -1163,7 +1172,13 @@ def _fixed_str(length: int) -> np.dtype:
 def _read_strings(ds: h5py.Dataset) -> list[str]:
     """A string dataset's values (fixed- or variable-length) as Python strings."""
     if ds.dtype.kind == "S":
-        return np.char.decode(ds[:], "utf-8").tolist() if ds.shape[0] else []
+        raw = ds[:]
+        if not raw.size:
+            return []
+        values, inverse = np.unique(raw, return_inverse=True)  # few distinct splits, formats: decode each once
+        if len(values) <= len(raw) // 4:
+            return np.asarray([v.decode("utf-8") for v in values], dtype=object)[inverse].tolist()
+        return np.char.decode(raw, "utf-8").tolist()
     return ds.asstr()[:].tolist()
 
 
@@ -1243,7 +1258,8 @@ def _init_layout(tx: _Writable, class_names: Sequence[str]) -> None:
                     compression="gzip", compression_opts=_DEFLATE)
         _create(g, "offsets", data=np.zeros(1, np.uint64), maxshape=(None,), chunks=(4096,))
         if kind in LABEL_KINDS:
-            _create(g, "histogram", shape=(0, C + 2), maxshape=(None, C + 2), dtype=np.uint32, chunks=(4096, C + 2))
+            _create(g, "histogram", shape=(0, C + 2), maxshape=(None, C + 2), dtype=np.uint32, chunks=(4096, C + 2),
+                    **_HIST_FILTERS)
     for key in ("samples", "images", *(f"maps/{k}" for k in MAP_KINDS)):
         tx._link(key)
 
@@ -1334,6 +1350,9 @@ def create_store(dest: str | os.PathLike[str], class_names: Sequence[str], *, co
         raise StoreError(f"{dest}: the folder {dest.parent} does not exist; create it first")
     if dest.exists():
         _check_writable(dest)
+    elif not os.access(dest.parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{dest}: cannot write in the folder {dest.parent} (permission denied); "
+                         "choose a folder you may write")
     with _write_lock(dest):
         partial = _partial_path(dest)
         writer: _Writable | None = None
@@ -1524,8 +1543,9 @@ def copy_store(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
 def remove_store(path: str | os.PathLike[str]) -> None:
     """Delete a store: its root, then its part folder (a missing store is no error)."""
     path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    for leftover in (path, path.with_name(f".{path.name}.lock")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
     shutil.rmtree(parts_dir(path), ignore_errors=True)
 
 
