@@ -11,7 +11,14 @@ result is already in the store:
 3. ``score-coarse`` on them (the store's saliency maps, Otsu, no CRF: the defaults);
 4. optionally ``train-scorer`` + ``score-fine`` (``--fine``), ``score-evidence`` (``--evidence``),
    ``score-model`` (``--model``) and ``score-combined`` (``--combined``, the default score q);
-   ``--candidates`` reports other weightings of q without storing them.
+   ``--candidates`` reports other weightings of q without storing them;
+5. optionally (``--fine-q``) the fine scorer on better evidence (issue 12): ``train-scorer`` with a
+   score column as target (q by default) and the label map or the binary mask as input, then
+   ``score-fine`` (columns ``p_q``/``sf_q``, ``p_q_labels``/``sf_q_labels``).  Each scorer holds out
+   half of the images (``--fine-q-holdout``; the same half for every variant), and the table is
+   reported twice: on all train proxies, and on the held-out ones alone, where no scorer saw the
+   proxy's target (q, SC, ... on the same images beside them).  Run it on a copy of the store
+   (``--from-store``), as it adds columns.
 
 For every score column of the proxy set and two baselines (the IoU of the proxy's foreground with
 the Otsu-binarized saliency map; minus the number of tags) it reports, on the train split (the
@@ -28,6 +35,9 @@ Usage::
 
     .venv/bin/python benchmarks/quality_realistic.py --workdir bench-out/realistic \\
         --json bench-out/realistic/quality.json --markdown bench-out/realistic/quality.md
+    .venv/bin/python benchmarks/quality_realistic.py --workdir bench-out/realistic-fq \\
+        --from-store bench-out/realistic/masks.h5 --fine-q --json bench-out/realistic-fq/quality-fq.json \\
+        --markdown bench-out/realistic-fq/quality-fq.md
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from salcurate.data.store import MaskStore, proxy_column
+from salcurate.data.store import MaskStore, copy_store, proxy_column
 from salcurate.paper import TABLE_IV_TAUS
 from salcurate.scoring.metrics import f_measure, foreground, proxy_miou
 from salcurate.scoring.reference import threshold_mask
@@ -170,6 +180,9 @@ def build_store(workdir: Path, args: argparse.Namespace) -> Path:
     store = workdir / "masks.h5"
     if store.exists():
         return store
+    if args.from_store is not None:  # a copy of a store built before (the root and its parts)
+        copy_store(args.from_store, store)
+        return store
     voc = workdir / "voc"
     total = args.train + args.val
     t0 = time.time()
@@ -247,7 +260,59 @@ def run_pipeline(store: Path, workdir: Path, args: argparse.Namespace) -> dict[s
 
         combined_run(CombinedConfig(store=str(store), proxy=args.proxy, components=args.combined_components,
                                     overwrite=True))
+    if args.fine_q:
+        seconds.update(run_fine_q(store, workdir, args))
     return seconds
+
+
+def fine_q_variants(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``--fine-q-variants labels:q mask:q`` as ``[(input, target), ...]``."""
+    out = []
+    for spec in args.fine_q_variants:
+        kind, _, target = spec.partition(":")
+        out.append((kind, target or "q"))
+    return out
+
+
+def run_fine_q(store: Path, workdir: Path, args: argparse.Namespace) -> dict[str, float]:
+    """train-scorer with a target column (and label input) + score-fine, for each variant; skipped when done."""
+    from salcurate.scoring.fine import ScoreFineConfig, ScorerInput, ScorerSpec
+    from salcurate.scoring.fine import run as fine_run
+    from salcurate.scoring.synthesis import SynthesisConfig
+    from salcurate.training.scorer import TrainScorerConfig
+    from salcurate.training.scorer import run as train_run
+
+    seconds: dict[str, float] = {}
+    for kind, target in fine_q_variants(args):
+        p_base, _ = ScorerSpec(ScorerInput(kind), target).column_bases()
+        with MaskStore(store) as st:
+            if proxy_column(p_base, args.proxy) in st.score_names():
+                continue
+        scorer = workdir / f"scorer-{kind}-{target}.pt"
+        t0 = time.time()
+        res = train_run(TrainScorerConfig(store=str(store), proxy=args.proxy, output=str(scorer),
+                                          epochs=args.fine_q_epochs, input_size=64, width=32, channels=48, hidden=32,
+                                          lr=1e-3, batch_size=32, target=target, scorer_input=kind,
+                                          synthesis=SynthesisConfig(val_fraction=args.fine_q_holdout)))
+        t1 = time.time()
+        fine_run(ScoreFineConfig(store=str(store), proxy=args.proxy, scorer=str(scorer)))
+        seconds[f"train-scorer {kind}:{target}"] = t1 - t0
+        seconds[f"score-fine {kind}:{target}"] = time.time() - t1
+        print(f"{kind}:{target}: {res.items} items, {t1 - t0:.0f} s training, {time.time() - t1:.0f} s scoring; "
+              f"last epoch {json.dumps(res.final)}", flush=True)
+    return seconds
+
+
+def held_out(st: MaskStore, args: argparse.Namespace) -> np.ndarray:
+    """(N,) bool: the images every ``--fine-q`` scorer held out (its validation split: same seed, same fraction)."""
+    from salcurate.scoring import synthesis
+
+    table = np.stack([np.zeros(len(st), np.int64), np.arange(len(st)), np.full(len(st), -1), np.zeros(len(st))],
+                     axis=1).astype(np.int64)
+    _, val_rows = synthesis.split_train_val(table, len(st), args.fine_q_holdout, 0)  # train-scorer's default seed
+    out = np.zeros(len(st), bool)
+    out[val_rows[:, 1]] = True
+    return out
 
 
 def candidate_rows(st: MaskStore, proxy: str, indices: np.ndarray, truth: dict[str, np.ndarray],
@@ -264,6 +329,13 @@ def candidate_rows(st: MaskStore, proxy: str, indices: np.ndarray, truth: dict[s
         comps = {k: np.clip(v, 0.0, 1.0) for k, v in comps.items()}
         rows[f"q candidate: {spec}"] = judge(combined_score(comps, weights=weights), truth)
     return rows
+
+
+def _facts(truth: dict[str, np.ndarray], n: int, args: argparse.Namespace, seconds: dict[str, float]) -> dict[str, Any]:
+    return {"train": int(n), "proxy": args.proxy, "mean_miou": float(truth["miou"].mean()),
+            "bad_fraction": float((truth["miou"] < BAD_BELOW).mean()),
+            "poor_saliency_fraction": float((truth["saliency_f"] < 0.5).mean()), "seconds": seconds,
+            "settings": {k: str(v) for k, v in vars(args).items()}}
 
 
 def main() -> None:
@@ -290,25 +362,46 @@ def main() -> None:
     ap.add_argument("--combined", action="store_true", help="also run score-combined (the default score q)")
     ap.add_argument("--combined-components", default=None, help="score-combined's components (default: its own)")
     ap.add_argument("--candidates", nargs="*", default=[], help="other combinations to report, not stored")
+    ap.add_argument("--from-store", type=Path, default=None,
+                    help="start from a copy of this store (made with copy_store) instead of building one")
+    ap.add_argument("--fine-q", action="store_true",
+                    help="also train scorers on a score column (q) with label or mask input, and score with them")
+    ap.add_argument("--fine-q-variants", nargs="+", default=["labels:q", "mask:q"], help="INPUT:TARGET per scorer")
+    ap.add_argument("--fine-q-epochs", type=int, default=8)
+    ap.add_argument("--fine-q-holdout", type=float, default=0.5, help="fraction of images each scorer holds out")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     store = build_store(args.workdir, args)
     seconds = run_pipeline(store, args.workdir, args)
+    held: dict[str, Any] = {}
     with MaskStore(store) as st:
-        train = np.flatnonzero((st.splits == "train") & st.has_map(args.proxy) & st.has_map("gt"))
+        usable = (st.splits == "train") & st.has_map(args.proxy) & st.has_map("gt")
+        train = np.flatnonzero(usable)
         truth = per_sample(st, args.proxy, train)
         rows = score_table(st, args.proxy, train, truth)
         rows.update(candidate_rows(st, args.proxy, train, truth, args.candidates))
-    facts = {"train": int(len(train)), "proxy": args.proxy, "mean_miou": float(truth["miou"].mean()),
-             "bad_fraction": float((truth["miou"] < BAD_BELOW).mean()),
-             "poor_saliency_fraction": float((truth["saliency_f"] < 0.5).mean()), "seconds": seconds,
-             "settings": {k: str(v) for k, v in vars(args).items()}}
+        if args.fine_q:
+            hidx = np.flatnonzero(held_out(st, args)[train])
+            htruth = {k: v[hidx] for k, v in truth.items()}
+            held = {"rows": score_table(st, args.proxy, train[hidx], htruth),
+                    "facts": _facts(htruth, len(hidx), args, {})}
+            q = st.score(proxy_column("q", args.proxy))[train[hidx]].astype(np.float64)
+            held["spearman_with_q"] = {
+                name: spearman(st.score(name)[train[hidx]].astype(np.float64), q)
+                for name in held["rows"] if name.startswith(("p_", "sf_"))}
+    facts = _facts(truth, len(train), args, seconds)
     text = markdown(rows, facts)
+    if held:
+        text += ("\nOn the held-out train proxies alone (no --fine-q scorer saw them):\n\n"
+                 + markdown(held["rows"], held["facts"])
+                 + "\nSpearman of each with q there: "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in held["spearman_with_q"].items()) + "\n")
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"facts": facts, "scores": rows}, indent=2, default=float) + "\n")
+        args.json.write_text(json.dumps({"facts": facts, "scores": rows, "held_out": held}, indent=2,
+                                        default=float) + "\n")
     if args.markdown:
         args.markdown.write_text(text)
 

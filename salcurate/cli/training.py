@@ -34,7 +34,7 @@ def _print_epoch(m: dict[str, Any]) -> None:
 
 @config_command(app, "train-scorer", TrainScorerConfig, config_file=True)
 def train_scorer(config: TrainScorerConfig) -> None:
-    """Train the fine scorer (Table I) on synthesized samples (L2, Eq. 6)."""
+    """Train the fine scorer (Table I) on synthesized samples (L2, Eq. 6), or on a score column (--target)."""
     from salcurate.training.scorer import run
 
     with RichEvents("training", status=_scorer_status, on_metrics=_print_epoch) as events:

@@ -10,12 +10,20 @@ Files beside ``config.output`` (``models/scorer.pt`` by default): the checkpoint
 ``score-fine`` loads; ``resume`` continues from it, epoch by epoch), ``scorer.jsonl`` (a line per
 epoch: train and validation L2, validation Spearman) and ``scorer.toml`` (the resolved settings,
 what ``salcurate train-scorer --config`` reads back).
+
+Not in the paper (issue 12): ``target`` names a score column of the proxy set (e.g. ``q``, the
+combined score of ``score-combined``), and the scorer then learns that score from the store's own
+proxies (each sample with a proxy and a value is an item; no synthesis); ``scorer_input``
+``labels`` gives it the proxy's label map, one channel per class 0..C, instead of the binary mask
+(``in_channels`` = 3 + C + 1).  The checkpoint records both (:class:`salcurate.scoring.fine.ScorerSpec`),
+so ``score-fine`` builds the matching input and writes its own columns (``p_q``, ``sf_q``, ...).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import math
 import time
@@ -28,6 +36,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from salcurate.config import Choice, choice, setting, store_setting, to_dict
 from salcurate.data import store as store_mod
+from salcurate.data.store import StoreHandle
 from salcurate.data.workarea import ids_fingerprint
 from salcurate.errors import InputError
 from salcurate.events import NO_EVENTS, Events, Result
@@ -35,7 +44,7 @@ from salcurate.nn.device import Device, resolve_device
 from salcurate.nn.scorer import MaskScorer, ScorerConfig, load_checkpoint, save_checkpoint
 from salcurate.paper import SCORER_BATCH, SCORER_EPOCHS, SCORER_INPUT, SCORER_LR
 from salcurate.scoring import synthesis
-from salcurate.scoring.fine import coarse_columns
+from salcurate.scoring.fine import PAPER_TARGET, ScorerInput, ScorerSpec, coarse_columns
 from salcurate.scoring.synthesis import ScorerTrainingSet, SynthesisConfig
 from salcurate.stats import spearman
 from salcurate.training.harness import (
@@ -53,6 +62,8 @@ from salcurate.training.harness import (
 log = logging.getLogger(__name__)
 
 TRAIN_COMMAND = "train-scorer"
+#: The fewest proxies with a target value that ``train-scorer`` learns a score column from.
+MIN_TARGET_SAMPLES = 10
 
 
 class Optimizer(Choice):
@@ -91,13 +102,19 @@ class TrainScorerConfig:
     coarse: str = setting("", "Suffix of the coarse columns to learn from: acSUFFIX and referenceSUFFIX (empty: ac "
                               "and reference).")
     resume: bool = setting(False, "Continue from the checkpoint at the output path.", run_only=True)
+    target: str = setting(PAPER_TARGET, "What P learns: synthesized (the paper: AC of synthesized masks) or a score "
+                                        "column of the proxy set, e.g. q, learned from the proxies themselves.")
+    scorer_input: ScorerInput = setting(ScorerInput.mask, "mask: RGB + binary mask (the paper); labels: RGB + one "
+                                                          "channel per class of the proxy's label map (needs a "
+                                                          "score column as target).")
 
     @property
     def seed(self) -> int:
         return self.synthesis.seed
 
-    def scorer_config(self) -> ScorerConfig:
-        return ScorerConfig(input_size=self.input_size, width=self.width, channels=self.channels, hidden=self.hidden)
+    def scorer_config(self, in_channels: int = 4) -> ScorerConfig:
+        return ScorerConfig(input_size=self.input_size, in_channels=in_channels, width=self.width,
+                            channels=self.channels, hidden=self.hidden)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +151,16 @@ def _check(c: TrainScorerConfig) -> TrainScorerConfig:
     if not out.parent.is_dir():
         raise InputError(f"{out}: the folder {out.parent} does not exist; create it or choose another output path",
                          param="output")
-    return dataclasses.replace(c, optimizer=choice(Optimizer, c.optimizer, "optimizer"),
-                               device=choice(Device, c.device, "device"))
+    c = dataclasses.replace(c, optimizer=choice(Optimizer, c.optimizer, "optimizer"),
+                            device=choice(Device, c.device, "device"),
+                            scorer_input=choice(ScorerInput, c.scorer_input, "scorer_input"))
+    if not c.target:
+        raise InputError(f"target must be {PAPER_TARGET} or the name of a score column such as q, got nothing",
+                         param="target")
+    if c.scorer_input == ScorerInput.labels and c.target == PAPER_TARGET:
+        raise InputError(f"scorer_input labels needs a score column as target (e.g. q): the {PAPER_TARGET} "
+                         "training set holds binary masks only", param=("scorer_input", "target"))
+    return c
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,20 +168,88 @@ def _check(c: TrainScorerConfig) -> TrainScorerConfig:
 # ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Data:
-    """The synthesized training and validation sets and what they came from."""
+    """The training and validation sets and what they came from."""
 
-    train: ScorerTrainingSet
-    val: ScorerTrainingSet
+    train: ScorerTrainingSet | ProxyTargetSet
+    val: ScorerTrainingSet | ProxyTargetSet
     coarse_config: dict[str, Any]
     store_ids: str
+    spec: ScorerSpec = ScorerSpec()
+    target_config: dict[str, Any] | None = None
+    target_digest: str | None = None
 
     @property
     def items(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val)}
 
 
+class ProxyTargetSet(StoreHandle):
+    """A torch-style dataset of the store's own proxies with a score column as target.
+
+    Each item: ``(x (in_channels, S, S) float32, target float32)``, ``x`` built by ``spec``
+    (RGB + binary mask, or RGB + one-hot label map).  A worker process opens its own handle.
+    """
+
+    def __init__(self, store_path: str, indices: np.ndarray, targets: np.ndarray, *, size: int, proxy: str,
+                 spec: ScorerSpec) -> None:
+        self.store_path, self.indices, self.targets = store_path, indices, np.asarray(targets, np.float32)
+        self.size, self.proxy, self.spec = size, proxy, spec
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.float32]:
+        i = int(self.indices[k])
+        x = self.spec.network_input(self.store.image(i), self.store.map(self.proxy, i), self.size)
+        return x, np.float32(self.targets[k])
+
+
+def _missing_target(st: store_mod.MaskStore, name: str, proxy: str) -> InputError:
+    have = [n for n in st.score_names() if store_mod.column_proxy(n) == store_mod.column_proxy(name)]
+    made = ("make it with `salcurate score-combined`" if name.partition("@")[0].partition(":")[0] == "q"
+            else "make it first (`salcurate score-coarse`, `score-evidence` or `score-combined`)")
+    return InputError(f"{st.path}: no score column {name!r} to learn as target (the proxies {proxy!r} have: "
+                      f"{', '.join(have) or 'none'}); {made}, or use target {PAPER_TARGET} (the paper)",
+                      param="target")
+
+
+def _read_targets(config: TrainScorerConfig, proxy: str) -> _Data:
+    """The store's proxies with a value in the target column, split by image like the synthesized set."""
+    with store_mod.MaskStore(config.store) as st:
+        name, _ = st.resolve_column(config.target, proxy)
+        if name not in st.score_names():
+            raise _missing_target(st, name, proxy)
+        values = st.score(name).astype(np.float64)
+        target_config = st.score_meta(name).get("config") or {}
+        usable = st.has_map(proxy) & np.isfinite(values)
+        spec = ScorerSpec(config.scorer_input, name,
+                          st.num_classes if config.scorer_input == ScorerInput.labels else None)
+        store_ids = ids_fingerprint(st.ids)
+    n = int(usable.sum())
+    if n < MIN_TARGET_SAMPLES:
+        raise InputError(f"only {n} proxies of the set {proxy!r} have a value in {name!r} (the others have no proxy "
+                         f"or NaN); learning a target needs at least {MIN_TARGET_SAMPLES}: score more proxies or "
+                         "choose another target", param="target")
+    v = values[usable]
+    if v.min() < 0 or v.max() > 1:
+        raise InputError(f"the target {name!r} has values from {v.min():.3g} to {v.max():.3g}; the scorer predicts "
+                         "in [0, 1]: choose a score column in [0, 1] such as q", param="target")
+    idx = np.flatnonzero(usable)
+    table = np.stack([np.zeros_like(idx), idx, np.full_like(idx, -1), np.zeros_like(idx)], axis=1)
+    train_rows, val_rows = synthesis.split_train_val(table, len(values), config.synthesis.val_fraction, config.seed)
+    if len(train_rows) < config.batch_size:
+        raise InputError(f"the training set has {len(train_rows)} proxies with a target, fewer than batch_size "
+                         f"{config.batch_size}; lower batch_size or val_fraction", param=("batch_size", "val_fraction"))
+    digest = hashlib.sha256(np.where(usable, values, -1.0).tobytes()).hexdigest()[:16]
+    sets = [ProxyTargetSet(str(config.store), rows[:, 1], values[rows[:, 1]], size=config.input_size, proxy=proxy,
+                           spec=spec) for rows in (train_rows, val_rows)]
+    return _Data(sets[0], sets[1], {}, store_ids, spec, target_config, digest)
+
+
 def _read_store(config: TrainScorerConfig) -> _Data:
     proxy = config.proxy or store_mod.IMPORTED_PROXY
+    if config.target != PAPER_TARGET:
+        return _read_targets(config, proxy)
     with store_mod.MaskStore(config.store) as st:
         ac_name, _, ref_name, coarse_cfg = coarse_columns(st, config.coarse, proxy)
         ac = st.score(ac_name)
@@ -189,6 +282,14 @@ def _read_checkpoint(path: Path, *, expect: ScorerConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------
+def _recipe(config: TrainScorerConfig, data: _Data) -> dict[str, Any]:
+    """What the weights depend on; the paper's runs keep the recipe they had before target and scorer_input."""
+    if data.spec.paper:
+        recipe = recipe_of(config, store_ids=data.store_ids)
+        return {k: v for k, v in recipe.items() if k not in ("target", "scorer_input")}
+    return recipe_of(config, store_ids=data.store_ids, target_values=data.target_digest)
+
+
 def _evaluate(model: MaskScorer, loader: DataLoader, precision: Precision) -> tuple[float, float | None]:
     """Validation L2 and Spearman correlation of prediction and target."""
     model.eval()
@@ -250,11 +351,12 @@ class _ScorerTraining:
         self.data = _read_store(config)
 
         # -- model, optimizer, and the checkpoint to resume from ---------------------------
-        self.checkpoint = Checkpoint(self.out, recipe_of(config, store_ids=self.data.store_ids),
-                                     write=_write_checkpoint,
-                                     read=functools.partial(_read_checkpoint, expect=config.scorer_config()))
+        self.spec = self.data.spec
+        net = config.scorer_config(self.spec.in_channels())
+        self.checkpoint = Checkpoint(self.out, _recipe(config, self.data), write=_write_checkpoint,
+                                     read=functools.partial(_read_checkpoint, expect=net))
         torch.manual_seed(config.seed)
-        self.model = MaskScorer(config.scorer_config())
+        self.model = MaskScorer(net)
         state = self.checkpoint.resume(config.resume)
         if state is not None:
             self.model = state["model"]
@@ -284,7 +386,8 @@ class _ScorerTraining:
         self.checkpoint.save({
             "model": self.model, "metrics": self.history[-1] if self.history else {}, "epochs_done": self.epochs_done,
             "optimizer": optimizer_state(self.opt), "history": self.history, "interrupted": interrupted,
-            "train_config": to_dict(self.config), "coarse_config": self.data.coarse_config, "items": self.data.items})
+            "train_config": to_dict(self.config), "coarse_config": self.data.coarse_config, "items": self.data.items,
+            **self.spec.to_extra(), **({} if self.spec.paper else {"target_config": self.data.target_config})})
 
     def _save_interrupted(self) -> str:
         # the weights now hold part of the next epoch; a resume restarts that epoch from them
