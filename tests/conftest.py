@@ -154,6 +154,17 @@ def assert_ok(result: Result) -> None:
     assert result.exit_code == 0, f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
 
 
+def assert_fails_one_line(args: Sequence[str | os.PathLike[str] | object], *needles: str) -> Result:
+    """The command fails with exactly one ``error:`` line (no traceback) that holds every needle."""
+    result = invoke(list(args))  # type: ignore[arg-type]
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in " ".join(result.stderr.split()), result.stderr
+    return result
+
+
 def file_digest(path: Path | str) -> str:
     """SHA-256 of a file's bytes (to check that a store was left unchanged)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import file_digest, invoke
+from conftest import assert_fails_one_line, file_digest, invoke
 
 from salcurate.data.store import MaskStore, copy_store
 from salcurate.errors import InputError, SalcurateError
@@ -164,12 +164,7 @@ def test_select_and_evaluate_by_sf(store: Path, tmp_path: Path) -> None:
 
 # -- bad input ------------------------------------------------------------------------------
 def _fails(args: list[object], *needles: str) -> None:
-    result = invoke(args)
-    assert result.exit_code != 0
-    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in " ".join(result.stderr.split()), result.stderr
+    assert_fails_one_line(args, *needles)
 
 
 def test_store_not_coarse_scored_says_which_command(tmp_path: Path, tiny_store: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import file_digest, invoke
+from conftest import assert_fails_one_line, file_digest, invoke
 
 from salcurate.data import store as store_mod
 from salcurate.data.store import MaskStore, copy_store
@@ -37,12 +37,7 @@ def _put(path: Path, name: str, values: np.ndarray) -> None:
 
 
 def _fails(args: list[object], *needles: str) -> None:
-    result = invoke(args)
-    assert result.exit_code != 0
-    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in " ".join(result.stderr.split()), result.stderr
+    assert_fails_one_line(args, *needles)
 
 
 # -- pure input ----------------------------------------------------------------------------------
