@@ -11,7 +11,8 @@ result is already in the store:
 3. ``score-coarse`` on them (the store's saliency maps, Otsu, no CRF: the defaults);
 4. optionally ``train-scorer`` + ``score-fine`` (``--fine``), ``score-evidence`` (``--evidence``),
    ``score-model`` (``--model``) and ``score-combined`` (``--combined``, the default score q);
-   ``--candidates`` reports other weightings of q without storing them;
+   ``--candidates`` reports other weightings of q without storing them, ``--reliability`` q with AC
+   weighted per image by score-evidence's reference reliability ``hr`` (and constant-weight controls);
 5. optionally (``--fine-q``) the fine scorer on better evidence (issue 12): ``train-scorer`` with a
    score column as target (q by default) and the label map or the binary mask as input, then
    ``score-fine`` (columns ``p_q``/``sf_q``, ``p_q_labels``/``sf_q_labels``).  Each scorer holds out
@@ -331,6 +332,49 @@ def candidate_rows(st: MaskStore, proxy: str, indices: np.ndarray, truth: dict[s
     return rows
 
 
+#: ``--reliability`` variants: q with AC weighted by the reference reliability ``hr`` of each image.
+RELIABILITY_VARIANTS = ("pow", "pow2", "mix", "pow-mean", "mix-mean")
+
+
+def reliability_score(ac: np.ndarray, ce: np.ndarray, prior: np.ndarray, hr: np.ndarray, kind: str) -> np.ndarray:
+    """q with AC counting as much as the saliency reference can be trusted (``hr`` per image).
+
+    All ``(N,)`` in [0, 1] (prior = 1 / #tags) -> ``(N,)``; eps = 0.001 as in q.
+
+    * ``pow``: the weighted geometric mean with AC's weight hr: exp((hr log AC + log CE + log prior) / (hr + 2)),
+      what ``score-combined --reliability hr`` stores;
+    * ``pow2``: the same with weight hr^2 (AC fades faster as H gets worse);
+    * ``mix``: AC replaced by hr AC + (1 - hr) CE (where H is wrong, trust the classifier), then q's
+      equal-weight geometric mean of the three;
+    * ``pow-mean``, ``mix-mean``: controls, the same with hr replaced by its mean over the images
+      (AC down-weighted by the same amount everywhere: what per-image reliability adds is the difference).
+    """
+    from salcurate.scoring.combined import combined_score
+
+    eps = 1e-3
+    if kind.endswith("-mean"):
+        kind, hr = kind[: -len("-mean")], np.full_like(hr, float(np.nanmean(hr)))
+    lc, lp = (np.log(np.maximum(x, eps)) for x in (ce, prior))
+    if kind in ("pow", "pow2"):
+        return combined_score({"ac": ac, "ce": ce, "tags": prior}, weights={"ac": 1, "ce": 1, "tags": 1},
+                              scales={"ac": hr if kind == "pow" else hr ** 2})
+    if kind == "mix":
+        return np.exp((np.log(np.maximum(hr * ac + (1 - hr) * ce, eps)) + lc + lp) / 3)
+    raise ValueError(f"unknown reliability variant {kind!r}; one of {', '.join(RELIABILITY_VARIANTS)}")
+
+
+def reliability_rows(st: MaskStore, proxy: str, indices: np.ndarray, truth: dict[str, np.ndarray],
+                     kinds: list[str]) -> dict[str, Any]:
+    """``--reliability``: the variants of :func:`reliability_score` (not stored), judged like the columns."""
+    from salcurate.scoring.combined import tag_prior
+
+    cols = {k: np.clip(st.score(proxy_column(k, proxy))[indices].astype(np.float64), 0.0, 1.0)
+            for k in ("ac", "ce", "hr")}
+    prior = tag_prior(st.tags[indices].astype(bool))
+    return {f"q reliability: {k}": judge(reliability_score(cols["ac"], cols["ce"], prior, cols["hr"], k), truth)
+            for k in kinds}
+
+
 def _facts(truth: dict[str, np.ndarray], n: int, args: argparse.Namespace, seconds: dict[str, float]) -> dict[str, Any]:
     return {"train": int(n), "proxy": args.proxy, "mean_miou": float(truth["miou"].mean()),
             "bad_fraction": float((truth["miou"] < BAD_BELOW).mean()),
@@ -362,6 +406,9 @@ def main() -> None:
     ap.add_argument("--combined", action="store_true", help="also run score-combined (the default score q)")
     ap.add_argument("--combined-components", default=None, help="score-combined's components (default: its own)")
     ap.add_argument("--candidates", nargs="*", default=[], help="other combinations to report, not stored")
+    ap.add_argument("--reliability", nargs="*", default=[], choices=RELIABILITY_VARIANTS,
+                    help="also report q with AC weighted by score-evidence's hr (not stored): "
+                         + ", ".join(RELIABILITY_VARIANTS))
     ap.add_argument("--from-store", type=Path, default=None,
                     help="start from a copy of this store (made with copy_store) instead of building one")
     ap.add_argument("--fine-q", action="store_true",
@@ -382,6 +429,7 @@ def main() -> None:
         truth = per_sample(st, args.proxy, train)
         rows = score_table(st, args.proxy, train, truth)
         rows.update(candidate_rows(st, args.proxy, train, truth, args.candidates))
+        rows.update(reliability_rows(st, args.proxy, train, truth, args.reliability))
         if args.fine_q:
             hidx = np.flatnonzero(held_out(st, args)[train])
             htruth = {k: v[hidx] for k, v in truth.items()}

@@ -331,3 +331,74 @@ def test_cli_score_combined_needs_overwrite(cam_store: Path) -> None:
     assert_ok(invoke(["score-combined", cam_store, "--components", "ce", "--overwrite"]))
     with MaskStore(cam_store) as st:
         assert st.score_meta("q:cam")["config"]["weights"] == {"ce": 1.0}
+
+
+# --------------------------------------------------------------------------------------
+# reliability: AC's weight scaled per image by a column (hr of score-evidence)
+# --------------------------------------------------------------------------------------
+HR = np.array([1.0, 0.5, 0.0, 0.25, 1.0, 0.3], np.float32)
+
+
+class TestReliability:
+    def test_hand_values(self) -> None:
+        comps = {"ac": np.array([0.25, 0.25, 0.25]), "ce": np.array([1.0, 1.0, 1.0])}
+        q = combined_score(comps, weights={"ac": 1, "ce": 1}, scales={"ac": np.array([1.0, 0.5, 0.0])})
+        # r = 1: sqrt(0.25) = 0.5; r = 1/2: 0.25^(1/2 / 3/2) = 0.25^(1/3); r = 0: AC not used, q = ce = 1
+        np.testing.assert_allclose(q, [0.5, 0.25 ** (1 / 3), 1.0], rtol=1e-12)
+        # scale 1 everywhere is the plain q; NaN in the scale gives NaN; every weight 0 gives NaN
+        plain = combined_score(comps, weights={"ac": 1, "ce": 1})
+        np.testing.assert_allclose(combined_score(comps, weights={"ac": 1, "ce": 1}, scales={"ac": np.ones(3)}),
+                                   plain, rtol=1e-12)
+        assert np.isnan(combined_score(comps, weights={"ac": 1, "ce": 1}, scales={"ac": np.array([NAN, 1, 1])})[0])
+        assert np.isnan(combined_score({"ac": np.array([0.5])}, weights={"ac": 1}, scales={"ac": np.zeros(1)})[0])
+
+    @pytest.mark.parametrize("scales, fragment", [
+        ({"ce": np.ones(2)}, "scales only for them (extra: ['ce'])"),
+        ({"ac": np.array([0.5, 1.5])}, "outside: ['ac']"),
+        ({"ac": np.ones(3)}, "all of the same shape (N,)"),
+    ])
+    def test_bad_scales(self, scales: dict, fragment: str) -> None:
+        with pytest.raises(InputError, match=None) as info:
+            combined_score({"ac": np.ones(2)}, weights={"ac": 1}, scales=scales)
+        assert fragment in str(info.value) and "\n" not in str(info.value)
+
+    def test_run_scales_ac_by_the_column(self, cam_store: Path) -> None:
+        put_scores(cam_store, {"hr:cam": np.where(np.arange(6) < 5, HR, NAN)}, {"made": "hr"})
+        res = run(CombinedConfig(store=str(cam_store), reliability="hr"))
+        with MaskStore(cam_store) as st:
+            q, config = st.score("q:cam"), st.score_meta("q:cam")["config"]
+        # sample 1: ac 0.5 at weight 0.5, ce 0.25, prior 1/2: exp((0.5 log 0.5 + log 0.25 + log 0.5) / 2.5)
+        assert q[1] == pytest.approx(math.exp((0.5 * math.log(0.5) + math.log(0.25) + math.log(0.5)) / 2.5), rel=1e-6)
+        assert q[2] == pytest.approx(math.sqrt(0.9 * 1.0), rel=1e-6)  # hr 0: AC left out
+        assert q[0] == pytest.approx((0.9 * 0.8 * 1.0) ** (1 / 3), rel=1e-6)  # hr 1: the plain q
+        assert np.isnan(q[5]) and res.scored == 5
+        assert config["reliability"] == {"component": "ac", "column": "hr:cam"}
+        assert config["component_configs"]["hr:cam"] == {"made": "hr"}
+        before = file_digest(cam_store)
+        assert run(CombinedConfig(store=str(cam_store), reliability="hr")).nothing_to_do
+        with pytest.raises(StoreError, match="exists already"):  # plain q is another config
+            run(CombinedConfig(store=str(cam_store)))
+        assert file_digest(cam_store) == before
+
+    def test_bad_reliability(self, cam_store: Path) -> None:
+        before = file_digest(cam_store)
+        with pytest.raises(StoreError, match=r"reliability needs score column 'hr:cam' \(made by `salcurate "
+                                             r"score-evidence`\), which the store does not have") as info:
+            run(CombinedConfig(store=str(cam_store), reliability="hr"))
+        assert info.value.params == ("reliability",)
+        with pytest.raises(InputError, match="reliability scales the weight of 'ac', which components 'ce=1,tags=1' "
+                                             "leaves out"):
+            run(CombinedConfig(store=str(cam_store), components="ce=1,tags=1", reliability="ce"))
+        put_scores(cam_store, {"hr:cam": np.array([0.1, 0.2, 1.5, 0.3, 0.4, NAN], np.float32)})
+        before = file_digest(cam_store)
+        with pytest.raises(InputError, match=r"'hr:cam' has values outside \[0, 1\].*reliability needs one in"):
+            run(CombinedConfig(store=str(cam_store), reliability="hr"))
+        assert file_digest(cam_store) == before
+
+    def test_cli(self, cam_store: Path) -> None:
+        before = file_digest(cam_store)
+        assert_error(invoke(["score-combined", cam_store, "--reliability", "hr"]), "'hr:cam'",
+                     "`salcurate score-evidence`", "leave out --reliability")
+        assert file_digest(cam_store) == before
+        put_scores(cam_store, {"hr:cam": np.where(np.arange(6) < 5, HR, NAN)}, {"made": "hr"})
+        assert_ok(invoke(["score-combined", cam_store, "--reliability", "hr"]))

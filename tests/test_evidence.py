@@ -166,13 +166,14 @@ def test_image_scores_with_a_known_classifier() -> None:
     image = np.random.default_rng(0).integers(0, 256, (4, 4, 3), dtype=np.uint8)
     values = image_scores(_FakeClassifier(logits).eval(), image, L, TAGS, SAL, scales=(1.0,), flip=False,
                           input_size=4)
-    assert values.shape == (6,) and values.dtype == np.float32
+    assert values.shape == (7,) and values.dtype == np.float32
     p = 1 / (1 + np.exp(-np.array(logits)))
     # normalizing by each class's maximum (1 + 1e-5 here) leaves both shares as they were
-    np.testing.assert_allclose(values, [CE, CE_IN, CE_PURE, p[1], p[2], 9 / 11], rtol=1e-5)
+    # hr: max CAM >= 0.15 (the default) is 8 pixels, H (Otsu) rows 2-3, 2 shared: 2 / 14 (test_reliability.py)
+    np.testing.assert_allclose(values, [CE, CE_IN, CE_PURE, p[1], p[2], 9 / 11, 1 / 7], rtol=1e-5)
     no_sal = image_scores(_FakeClassifier(logits).eval(), image, L, TAGS, None, scales=(1.0,), flip=False,
                           input_size=4)
-    assert math.isnan(no_sal[5]) and np.allclose(no_sal[:5], values[:5])
+    assert math.isnan(no_sal[5]) and math.isnan(no_sal[6]) and np.allclose(no_sal[:5], values[:5])
     with pytest.raises(InputError, match=r"image_scores expects the proxy and the saliency map at the image's size"):
         image_scores(_FakeClassifier(logits), image, L[:3], TAGS, None)
 
@@ -217,7 +218,7 @@ def _columns(store: Path, names: dict[str, str]) -> dict[str, np.ndarray]:
 def test_run_writes_the_columns_with_their_config(cam_store: Path) -> None:
     events = RecordingEvents()
     res = run(EvidenceConfig(store=str(cam_store), proxy="cam", workers=0), events=events)
-    assert res.columns == {c: f"{c}:cam" for c in ("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc")}
+    assert res.columns == {c: f"{c}:cam" for c in ("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc", "hr")}
     assert res.computed == 5 and res.resumed == 0 and res.skipped_no_proxy == 1 and res.device == "cpu"
     assert res.images_per_s is not None and res.images_per_s > 0
     assert ("start", (5, 0)) in events.calls and [c for c in events.calls if c[0] == "advance"] == [("advance", 1)] * 5

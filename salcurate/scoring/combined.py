@@ -22,6 +22,17 @@ The default weights are :data:`DEFAULT_WEIGHTS`; the setting ``components`` (``"
 replaces them.  :func:`run` (settings: :class:`CombinedConfig`) only reads columns and writes ``q``
 (``q:cam``) in one store transaction; the column's config holds the resolved weights, ``eps`` and
 the configs of the component columns, so a rerun with the same inputs does nothing.
+
+Reference reliability (issue 12, opt-in): with the setting ``reliability`` naming a column r in
+[0, 1] (``hr`` of ``score-evidence``: how far the saliency reference H agrees with the tag
+classifier's foreground), AC's weight becomes w_ac x r_i per image, so that AC, which only says
+whether the mask matches H, counts less where H is likely wrong:
+
+    q_r = exp( (w_ac r log AC + sum_{j != ac} w_j log x_j) / (w_ac r + sum_{j != ac} w_j) )
+
+On the realistic benchmark it beats q on both data sets, but so does a constant AC weight of the
+mean r (docs/quality.md): the gain comes from AC counting less everywhere, not from r per image,
+so it is not the default.
 """
 
 from __future__ import annotations
@@ -55,10 +66,12 @@ EPS = 1e-3
 RANGE_TOLERANCE = 1e-4
 #: The default components and weights (chosen by measuring on a benchmark; see docs/method.md).
 DEFAULT_WEIGHTS: dict[str, float] = {"ac": 1.0, "ce": 1.0, "tags": 1.0}
+#: The component whose weight ``reliability`` scales per image (the one that trusts the saliency reference).
+RELIABLE_COMPONENT = "ac"
 #: The command that makes each score column (by base name), for the message when one is missing.
 MAKERS: dict[str, str] = {
     **dict.fromkeys(("f1", "f", "ac", "cd", "sc"), "score-coarse"),
-    **dict.fromkeys(("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc"), "score-evidence"),
+    **dict.fromkeys(("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc", "hr"), "score-evidence"),
     **dict.fromkeys(("agree", "mm", "rr"), "score-model"),
     **dict.fromkeys(("sf", "p"), "score-fine"),
 }
@@ -126,31 +139,36 @@ def tag_prior(tags: np.ndarray, *, has_tags: np.ndarray | None = None) -> np.nda
 
 
 def combined_score(components: Mapping[str, np.ndarray], *, weights: Mapping[str, float],
-                   eps: float = EPS) -> np.ndarray:
+                   eps: float = EPS, scales: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The weighted geometric mean of component scores (see the module docstring).
 
     components: name → ``(N,)`` float in [0, 1] (NaN = no score; values within
     :data:`RANGE_TOLERANCE` of the interval are clipped); weights: name → weight >= 0 (a name
-    with weight 0 is not used, names missing from ``weights`` neither) → ``(N,)`` float64 in [0, 1],
-    ``exp(sum_j w_j log(max(x_j, eps)) / sum_j w_j)``, NaN where any used component is NaN.
+    with weight 0 is not used, names missing from ``weights`` neither); scales: name of a used
+    component → ``(N,)`` float in [0, 1], its weight per sample is then w_j x scale_i (the
+    ``reliability`` setting) → ``(N,)`` float64 in [0, 1],
+    ``exp(sum_j w_j log(max(x_j, eps)) / sum_j w_j)``, NaN where any used component or scale is
+    NaN or where every weight of a sample is 0.
     """
     used = {k: float(w) for k, w in weights.items() if w != 0}
     arrays = {k: np.asarray(components[k], dtype=np.float64) for k in used if k in components}
-    shapes = {a.shape for a in arrays.values()}
+    scaled = {k: np.asarray(v, dtype=np.float64) for k, v in (scales or {}).items()}
+    shapes = {a.shape for a in (*arrays.values(), *scaled.values())}
     bad_weight = [k for k, w in used.items() if not (math.isfinite(w) and w > 0)]
-    out_of_range = [k for k, a in arrays.items()
+    out_of_range = [k for k, a in (*arrays.items(), *scaled.items())
                     if np.any((a < -RANGE_TOLERANCE) | (a > 1 + RANGE_TOLERANCE))]
     if (not used or bad_weight or len(arrays) < len(used) or len(shapes) != 1 or len(next(iter(shapes))) != 1
-            or out_of_range or not 0 < eps < 1):
+            or out_of_range or not 0 < eps < 1 or not set(scaled) <= set(used)):
         raise InputError(
             f"combined_score needs at least one weight > 0 (finite, not negative: bad {bad_weight}), every weighted "
-            f"component given ({sorted(set(used) - set(arrays))} missing), all of the same shape (N,) (got "
-            f"{sorted(map(str, shapes))}), values in [0, 1] (outside: {out_of_range}) and 0 < eps < 1 (got {eps})",
-            param="components")
-    total = sum(used.values())
-    log_sum = sum(w * np.log(np.maximum(np.clip(arrays[k], 0.0, 1.0), eps)) for k, w in used.items())
-    with np.errstate(invalid="ignore"):
-        return np.exp(log_sum / total)  # NaN propagates through clip, maximum and log
+            f"component given ({sorted(set(used) - set(arrays))} missing), scales only for them (extra: "
+            f"{sorted(set(scaled) - set(used))}), all of the same shape (N,) (got {sorted(map(str, shapes))}), "
+            f"values in [0, 1] (outside: {out_of_range}) and 0 < eps < 1 (got {eps})", param="components")
+    w_i = {k: w * np.clip(scaled[k], 0.0, 1.0) if k in scaled else w for k, w in used.items()}
+    total = sum(w_i.values())
+    log_sum = sum(w_i[k] * np.log(np.maximum(np.clip(arrays[k], 0.0, 1.0), eps)) for k in used)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.exp(np.where(total > 0, log_sum / np.where(total > 0, total, 1.0), np.nan))  # NaN propagates
 
 
 # ----------------------------------------------------------------------------------------
@@ -165,6 +183,10 @@ class CombinedConfig:
     components: str | None = setting(
         None, "Components and weights of the geometric mean, as name=weight pairs: any score column's base name of "
               f"the set, or 'tags' (1 / number of tagged classes); default {format_weights(DEFAULT_WEIGHTS)}.")
+    reliability: str | None = setting(
+        None, f"A score column in [0, 1] (e.g. hr, from score-evidence) that scales the weight of "
+              f"{RELIABLE_COMPONENT} per image: AC counts less where the saliency reference is unreliable; "
+              "default none.")
     overwrite: bool = setting(False, "Replace a combined score made with other weights or component columns.",
                               run_only=True)
 
@@ -220,7 +242,20 @@ def run(config: CombinedConfig, *, events: Events | None = None) -> CombinedResu
         columns: dict[str, str | None] = {}
         for name in weights:
             columns[name] = None if name == TAGS else st.resolve_column(name, proxy)[0]
+        reliability = None
+        if config.reliability is not None:
+            if RELIABLE_COMPONENT not in weights:
+                raise InputError(f"reliability scales the weight of {RELIABLE_COMPONENT!r}, which components "
+                                 f"{format_weights(weights)!r} leaves out; add {RELIABLE_COMPONENT} to components or "
+                                 "drop reliability", param="reliability")
+            store_mod.check_column_name(config.reliability)
+            reliability = st.resolve_column(config.reliability, proxy)[0]
         have = st.score_names()
+        if reliability is not None and reliability not in have:
+            maker = MAKERS.get(config.reliability.partition("@")[0].partition(":")[0])
+            made = f"made by `salcurate {maker}`" if maker else f"the store has: {', '.join(have) or 'none'}"
+            raise StoreError(f"{path}: reliability needs score column {reliability!r} ({made}), which the store does "
+                             "not have; make it first or leave out reliability", param="reliability")
         missing = {name: col for name, col in columns.items() if col is not None and col not in have}
         if missing:
             raise StoreError(_missing_message(path, proxy, weights, missing, have), param="components")
@@ -238,7 +273,19 @@ def run(config: CombinedConfig, *, events: Events | None = None) -> CombinedResu
                                  f"of components", param="components")
             values[name] = x
             configs[col] = st.score_meta(col).get("config")
+        scales: dict[str, np.ndarray] = {}
+        if reliability is not None:
+            r = st.score(reliability).astype(np.float64)
+            seen = r[has_proxy & ~np.isnan(r)]
+            if seen.size and (seen.min() < -RANGE_TOLERANCE or seen.max() > 1 + RANGE_TOLERANCE):
+                raise InputError(f"{path}: score column {reliability!r} has values outside [0, 1] (min "
+                                 f"{seen.min():.4g}, max {seen.max():.4g}); reliability needs one in [0, 1] "
+                                 "(like hr of score-evidence)", param="reliability")
+            scales[RELIABLE_COMPONENT] = r
+            configs[reliability] = st.score_meta(reliability).get("config")
         scoring = {"weights": weights, "eps": EPS, "columns": columns, "component_configs": configs}
+        if reliability is not None:  # absent otherwise: q made before this setting stays complete
+            scoring["reliability"] = {"component": RELIABLE_COMPONENT, "column": reliability}
         if proxy != store_mod.IMPORTED_PROXY:
             scoring["proxy"] = proxy
         scoring = _plain_json(scoring)
@@ -250,7 +297,7 @@ def run(config: CombinedConfig, *, events: Events | None = None) -> CombinedResu
             raise StoreError(f"{path}: score column {column!r} exists already, made with other weights or component "
                              "columns; pass overwrite to replace it", param="overwrite")
     events.start(1, 0)
-    q = np.where(has_proxy, combined_score(values, weights=weights), np.nan).astype(np.float32)
+    q = np.where(has_proxy, combined_score(values, weights=weights, scales=scales), np.nan).astype(np.float32)
     with store_mod.transaction(path, command=COMMAND, config={**to_dict(config), "proxy": proxy, "column": column},
                                started=started) as tx:
         tx.put_scores({column: q}, config=scoring, command=COMMAND, overwrite=True)

@@ -14,7 +14,11 @@ tagged class's.  For each sample with a proxy (every split), :func:`run` (settin
   every tagged class (formulas and why in ``salcurate.scoring.evidence_math``);
 * ``tagp`` and ``tagx``, the classifier's image-level confidence in the tags and in the most
   likely untagged class (the image at the classifier's training size, as for its held-out mAP);
-* ``rc``, reference contrast: Otsu's separability of the saliency map (NaN without one).
+* ``rc``, reference contrast: Otsu's separability of the saliency map (NaN without one);
+* ``hr``, reference reliability: the IoU of the reference H (the saliency map binarized with Otsu,
+  as ``score-coarse`` makes it by default) with the classifier's foreground (max over the tagged
+  classes' normalized CAMs >= the background threshold the proxy set was made with; NaN without
+  a saliency map).
 
 The columns carry the proxy set's name (``ce:cam``, ``tagp:cam``, ...; see
 ``salcurate.data.store.proxy_column``); they depend on the classifier file (its SHA-256) and the
@@ -53,10 +57,12 @@ log = logging.getLogger(__name__)
 
 COMMAND = "score-evidence"
 #: The columns, in the work area's order.
-COLUMNS = ("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc")
+COLUMNS = ("ce", "ce_in", "ce_pure", "tagp", "tagx", "rc", "hr")
 #: The CAM settings when neither the proxy set nor the classifier file names them: one scale with
 #: flips at the image's size, and ``pseudo-label``'s default training size for the tag probabilities.
 DEFAULT_CAM = {"scales": [1.0], "flip": True, "cam_max_side": None, "input_size": 512}
+#: ``hr``'s CAM threshold when the proxy set's config names none (``pseudo-label``'s default ``bg_threshold``).
+DEFAULT_HR_THRESHOLD = 0.15
 _MAKE = "`salcurate pseudo-label`"
 
 
@@ -124,17 +130,18 @@ def _classifier_path(config: EvidenceConfig, st: store_mod.MaskStore, proxy: str
 
 
 def _cam_settings(run_config: dict[str, Any] | None, info: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The CAM settings (scales, flip, cam_max_side, input_size) and where they came from: the
-    proxy set's run, else the classifier file's training config, else :data:`DEFAULT_CAM`."""
+    """The CAM settings (scales, flip, cam_max_side, input_size, hr_threshold) and where they came
+    from: the proxy set's run, else the classifier file's training config, else :data:`DEFAULT_CAM`."""
     train = info.get("train_config") if isinstance(info.get("train_config"), dict) else None
+    hr = float((run_config or {}).get("bg_threshold") or DEFAULT_HR_THRESHOLD)
     for source, cfg in (("proxy set", run_config), ("classifier", train)):
         if cfg is not None and "scales" in cfg:
             out = {k: cfg.get(k, v) for k, v in DEFAULT_CAM.items()}
             if train is not None and "input_size" in train:  # the size the classifier was trained at
                 out["input_size"] = train["input_size"]
             out["scales"] = [float(s) for s in out["scales"]]
-            return out, source
-    return dict(DEFAULT_CAM), "default"
+            return {**out, "hr_threshold": hr}, source
+    return {**DEFAULT_CAM, "hr_threshold": hr}, "default"
 
 
 def _check_classes(path: Path, names: list[str], st: store_mod.MaskStore) -> None:
@@ -177,13 +184,15 @@ def _check_store(st: store_mod.MaskStore, proxy: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 def image_scores(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray, tags: np.ndarray,
                  saliency: np.ndarray | None, *, scales: tuple[float, ...] = (1.0,), flip: bool = True,
-                 cam_max_side: int | None = None, input_size: int = 512, amp: bool = False) -> np.ndarray:
-    """The six scores of one sample, in :data:`COLUMNS`'s order.
+                 cam_max_side: int | None = None, input_size: int = 512, hr_threshold: float = DEFAULT_HR_THRESHOLD,
+                 amp: bool = False) -> np.ndarray:
+    """The seven scores of one sample, in :data:`COLUMNS`'s order.
 
     image: ``(H, W, 3)`` uint8; labels: ``(H, W)`` uint8 proxy (0 background, 1..C, 255
-    ignore); tags: ``(C,)`` bool; saliency: ``(H, W)`` uint8 or None -> ``(6,)`` float32
-    ``[ce, ce_in, ce_pure, tagp, tagx, rc]``.  ``model``: a tag classifier in eval mode on its
-    device; ``amp``: bf16 autocast of its forward passes.
+    ignore); tags: ``(C,)`` bool; saliency: ``(H, W)`` uint8 or None -> ``(7,)`` float32
+    ``[ce, ce_in, ce_pure, tagp, tagx, rc, hr]``.  ``model``: a tag classifier in eval mode on its
+    device; ``hr_threshold``: the CAM threshold of ``hr``'s foreground; ``amp``: bf16 autocast of
+    its forward passes.
     """
     import torch
     import torch.nn.functional as F
@@ -191,7 +200,14 @@ def image_scores(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray, 
     from salcurate.nn.cam import multiscale_cams, normalize_cams, resize_longer
     from salcurate.nn.classifier import tag_probabilities
     from salcurate.nn.salnet import preprocess
-    from salcurate.scoring.evidence_math import class_evidence, evidence_score, otsu_separability, tag_confidence
+    from salcurate.scoring.evidence_math import (
+        class_evidence,
+        evidence_score,
+        otsu_separability,
+        reference_agreement,
+        tag_confidence,
+    )
+    from salcurate.scoring.reference import threshold_mask
 
     h, w = image.shape[:2]
     if labels.shape != (h, w) or (saliency is not None and saliency.shape != (h, w)):
@@ -200,7 +216,7 @@ def image_scores(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray, 
                          param=("labels", "saliency"))
     tags = np.asarray(tags, dtype=bool)
     tagp, tagx = tag_confidence(tag_probabilities(model, image, side=int(input_size), amp=amp), tags)
-    ce = ce_in = ce_pure = math.nan
+    ce = ce_in = ce_pure = hr = math.nan
     keep = np.flatnonzero(tags)
     if len(keep):
         device = next(model.parameters()).device
@@ -217,8 +233,11 @@ def image_scores(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray, 
         full[torch.as_tensor(keep, device=cams.device)] = cams
         inside, purity = class_evidence(full, torch.from_numpy(np.ascontiguousarray(labels)), tags)
         ce, ce_in, ce_pure = evidence_score(inside, purity)
+        if saliency is not None:  # H as score-coarse makes it by default (Otsu, no CRF)
+            hr = reference_agreement(full, tags, threshold_mask(saliency, threshold="otsu"),
+                                     threshold=float(hr_threshold))
     rc = otsu_separability(saliency) if saliency is not None else math.nan
-    return np.array([ce, ce_in, ce_pure, tagp, tagx, rc], np.float32)
+    return np.array([ce, ce_in, ce_pure, tagp, tagx, rc, hr], np.float32)
 
 
 class _Items(store_mod.StoreHandle):
@@ -250,8 +269,9 @@ def _names(st: store_mod.MaskStore, scoring: dict[str, Any], overwrite: bool, pr
            has_proxy: np.ndarray) -> tuple[dict[str, str], bool]:
     """The column names to write, and whether complete results with this config are there."""
     def same(meta: dict[str, Any]) -> bool:  # the classifier's file may have moved: its digest says
-        return {k: v for k, v in meta.items() if k != "classifier"} == \
-            {k: v for k, v in scoring.items() if k != "classifier"}
+        # columns made before hr existed have no hr_threshold: the same for the others (hr is then missing)
+        skip = {"classifier"} | ({"hr_threshold"} if "hr_threshold" not in meta else set())
+        return {k: v for k, v in meta.items() if k not in skip} == {k: v for k, v in scoring.items() if k not in skip}
 
     existing = st.score_names()
     key = store_mod.proxy_column("tagx", proxy)  # finite for every scored sample
@@ -259,7 +279,8 @@ def _names(st: store_mod.MaskStore, scoring: dict[str, Any], overwrite: bool, pr
     if key in existing and not overwrite and not same(st.score_meta(key).get("config") or {}):
         suffix = f"@{config_hash({k: v for k, v in scoring.items() if k != 'classifier'})}"
     names = {c: store_mod.proxy_column(f"{c}{suffix}", proxy) for c in COLUMNS}
-    complete = (not overwrite and names["tagx"] in existing and same(st.score_meta(names["tagx"]).get("config") or {})
+    complete = (not overwrite and names["tagx"] in existing and names["hr"] in existing
+                and same(st.score_meta(names["hr"]).get("config") or {})
                 and bool(np.all(~np.isnan(st.score(names["tagx"])[has_proxy]))))
     return names, complete
 
@@ -273,7 +294,7 @@ def _means(columns: dict[str, np.ndarray], names: dict[str, str]) -> dict[str, f
 
 
 def run(config: EvidenceConfig, *, events: Events | None = None) -> EvidenceResult:
-    """Compute and store ce, ce_in, ce_pure, tagp, tagx and rc for every sample with a proxy (module docstring).
+    """Compute and store ce, ce_in, ce_pure, tagp, tagx, rc and hr for every sample with a proxy (module docstring).
 
     Resumes a killed run with the same classifier and CAM settings; with those complete in the
     store it does nothing; with others it writes new columns suffixed with their hash, or replaces
@@ -325,7 +346,8 @@ def _score(config: EvidenceConfig, device: torch.device, dist_info: DistInfo, ev
                 f"{device.type}{' (bf16)' if amp else ''}; CAMs at scales {cam['scales']}"
                 f"{' with flips' if cam['flip'] else ''} (settings from the {source})")
     settings = dict(scales=tuple(cam["scales"]), flip=bool(cam["flip"]), cam_max_side=cam["cam_max_side"],
-                    input_size=int(cam["input_size"]), amp=amp)
+                    input_size=int(cam["input_size"]),
+                    hr_threshold=float(cam.get("hr_threshold", DEFAULT_HR_THRESHOLD)), amp=amp)
     with shard_work(path, COMMAND, {**scoring, "columns": names, "proxy_stamp": stamp}, ids=ids,
                     columns=COLUMNS, needed=has_proxy, info=dist_info, events=events) as work:
         loader = DataLoader(_Items(str(path), proxy, work.mine, saliency), batch_size=None,

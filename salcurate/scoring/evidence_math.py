@@ -35,6 +35,18 @@ Threshold Selection Method from Gray-Level Histograms", IEEE SMC 1979, Eq. 12 an
 over the map's grey levels (omega, mu: the zeroth and first cumulative moments up to level k,
 mu_T the mean, sigma_T^2 the variance).  eta is 1 for a two-level map (a clean figure-ground
 split) and falls as the map turns into a smear; a constant map, which separates nothing, gives 0.
+
+Reference reliability from the classifier (issue 12): the agreement of the reference H (the
+saliency map binarized as ``score-coarse`` makes it, Otsu) with the classifier's own foreground
+F = {p : max_{c in T} A_c(p) >= t}, t the background threshold the proxies were made with (a
+pixel is background where no normalized CAM reaches it: IRN's CAM evaluation, as
+``salcurate.nn.cam.cam_scores``)::
+
+    hr = |F & H| / |F | H|        (Jaccard; 1 when both are empty, NaN without tags)
+
+IoU rather than the F-measure: neither map is the truth, and IoU is symmetric and the stricter of
+the two when used as a weight; F1 = 2 IoU / (1 + IoU) is a monotone function of it, so either
+ranks the images the same.
 """
 
 from __future__ import annotations
@@ -47,7 +59,8 @@ from torch import Tensor
 
 from salcurate.errors import InputError
 
-__all__ = ["IGNORE", "class_evidence", "evidence_score", "otsu_separability", "tag_confidence"]
+__all__ = ["IGNORE", "class_evidence", "evidence_score", "otsu_separability", "reference_agreement",
+           "tag_confidence"]
 
 #: The label of pixels that belong to no region (the store's ignore label).
 IGNORE = 255
@@ -171,3 +184,28 @@ def otsu_separability(saliency: np.ndarray) -> float:
     mu = np.cumsum(p * levels)[:-1]
     between = (mu_t * omega - mu) ** 2 / np.maximum(omega * (1 - omega), 1e-300)
     return float(min(1.0, between.max() / var_t))
+
+
+def reference_agreement(cams: Tensor | np.ndarray, tags: object, reference: np.ndarray, *, threshold: float) -> float:
+    """``hr``: IoU of the classifier's foreground with the reference mask H (module docstring).
+
+    cams: ``(C, H, W)`` float normalized CAMs (untagged channels are not read); tags: ``(C,)``
+    bool; reference: ``(H, W)`` bool (H); threshold: in (0, 1], the background threshold ->
+    float in [0, 1]: 1 when neither map has foreground, NaN when no class is tagged.
+    """
+    c = torch.as_tensor(cams) if isinstance(cams, np.ndarray) else cams
+    keep = _tag_vector(tags, c.shape[0]) if isinstance(c, Tensor) and c.dim() == 3 else None
+    ref = np.asarray(reference) if isinstance(reference, np.ndarray) else None
+    if not (keep is not None and c.is_floating_point() and ref is not None and ref.dtype == bool
+            and ref.shape == tuple(c.shape[1:]) and isinstance(threshold, (int, float))
+            and 0 < threshold <= 1):
+        raise InputError(f"reference_agreement expects (C, H, W) float CAMs, (C,) bool tags, an (H, W) bool "
+                         f"reference of the same size and a threshold in (0, 1], got {_describe(cams)}, "
+                         f"{_describe(tags)}, {_describe(reference)} and {threshold!r}; pass normalize_cams's output, "
+                         "the store's tags, the binarized saliency map and the proxies' background threshold",
+                         param=("cams", "tags", "reference", "threshold"))
+    if not keep.any():
+        return math.nan
+    fg = (c[torch.as_tensor(np.flatnonzero(keep), device=c.device)].amax(dim=0) >= threshold).cpu().numpy()
+    union = int((fg | ref).sum())
+    return int((fg & ref).sum()) / union if union else 1.0
