@@ -282,6 +282,7 @@ def test_mode_owner_and_group_are_kept(tiny_store: Path) -> None:
     assert stat.S_IMODE(after.st_mode) == 0o600 and (after.st_uid, after.st_gid) == (st.st_uid, st.st_gid)
     new_part = max(_parts(tiny_store), key=lambda p: p.stat().st_mtime_ns)
     assert stat.S_IMODE(new_part.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tiny_store.with_name(f".{tiny_store.name}.lock").stat().st_mode) == 0o600
 
 
 class _DamagedDataset:

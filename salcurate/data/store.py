@@ -735,6 +735,9 @@ def _write_lock(dest: Path) -> Iterator[None]:
     lock_path = dest.with_name(f".{dest.name}.lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if dest.exists():
+            with contextlib.suppress(OSError):  # as private as the store
+                os.chmod(lock_path, stat.S_IMODE(dest.stat().st_mode) & 0o666 | stat.S_IRUSR | stat.S_IWUSR)
     except OSError as exc:
         raise StoreError(f"{dest}: cannot create the lock file {lock_path} ({exc}); "
                          "check the folder's permissions") from None
