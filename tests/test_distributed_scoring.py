@@ -293,7 +293,9 @@ def test_a_killed_two_process_run_resumes_to_the_same_store(tmp_path: Path) -> N
     script = tmp_path / "score.py"  # the library: batches of one sample, to kill the ranks between them
     script.write_text("from salcurate.scoring.coarse import CoarseConfig, run\n"
                       f"res = run(CoarseConfig(store={str(killed)!r}, workers=1, batch_size=1, saliency='builtin'))\n"
-                      "print('resumed', res.resumed, 'computed', res.computed)\n")
+                      "import os, pathlib\n"  # one file per rank: two ranks printing at once interleave their lines
+                      f"pathlib.Path({str(tmp_path)!r}, 'result.' + os.environ['RANK']).write_text("
+                      "f'resumed {res.resumed} computed {res.computed}')\n")
     agent = _torchrun(script, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = killed.parent / ".masks.h5.work"
     done = 0
@@ -310,8 +312,10 @@ def test_a_killed_two_process_run_resumes_to_the_same_store(tmp_path: Path) -> N
     assert 6 <= done < 24, done
     with MaskStore(killed) as st:
         assert "sc" not in st.score_names()  # nothing half-made reached the store
-    proc = _torchrun(script)
-    resumed = [line.split() for line in proc.stdout.splitlines() if line.startswith("resumed")]
+    for old in tmp_path.glob("result.*"):
+        old.unlink()
+    _torchrun(script)
+    resumed = [p.read_text().split() for p in sorted(tmp_path.glob("result.*"))]
     assert len(resumed) == 2  # every rank returns the same result
     assert resumed[0] == resumed[1] and int(resumed[0][1]) >= done and int(resumed[0][3]) == 24 - int(resumed[0][1])
     coarse_run(CoarseConfig(store=str(one), workers=1, saliency="builtin"))
