@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 from salcurate.config import setting, store_setting
 from salcurate.data import store as store_mod
-from salcurate.errors import StoreError
 from salcurate.events import NO_EVENTS, Events, Result
 
 log = logging.getLogger(__name__)
@@ -56,29 +54,18 @@ class CheckResult(Result):
 def run_check(config: CheckConfig, *, events: Events | None = None) -> CheckResult:
     """Read every byte of ``config.store`` and report what is damaged (the store is not changed)."""
     events = events or NO_EVENTS
-    path = Path(config.store)
-    try:
-        files = [str(p) for p in store_mod.store_files(path)]
-    except StoreError:
-        files = [str(path)]
-    try:
-        with store_mod.MaskStore(path) as probe:
-            total, version = len(probe), probe.schema_version
-    except StoreError:
-        total, version = 0, None
-    events.start(total)
-    store, damage = store_mod.check_store(path, decode_images=config.decode, advance=events.advance)
-    missing = [f for f in files if not Path(f).exists()]
+    found = store_mod.check_store(config.store, decode_images=config.decode, start=events.start,
+                                  advance=events.advance)
     result = CheckResult(
-        path=str(path), schema_version=version, num_samples=total if store is not None else 0,
-        files=files, checksums=bool(version and version >= 2),
-        store_damage=[d.what for d in damage if d.sample is None] + [f"part file {f} is missing" for f in missing
-                                                                    if not any(f in d.what for d in damage)],
-        damaged_samples=[{"id": d.sample, "index": d.index, "what": d.what} for d in damage if d.sample is not None],
+        path=str(config.store), schema_version=found.schema_version, num_samples=found.num_samples,
+        files=[str(f) for f in found.files], checksums=bool(found.schema_version and found.schema_version >= 2),
+        store_damage=[d.what for d in found.damage if d.sample is None],
+        damaged_samples=[{"id": d.sample, "index": d.index, "what": d.what} for d in found.damage
+                         if d.sample is not None],
     )
     if not result.ok:
-        log.warning("%s: %d damaged samples, %d problems with the store itself", path, len(result.damaged_ids),
-                    len(result.store_damage))
+        log.warning("%s: %d damaged samples, %d problems with the store itself", config.store,
+                    len(result.damaged_ids), len(result.store_damage))
     return result
 
 

@@ -365,8 +365,10 @@ class MaskStore:
 
     def _damaged(self, what: str, i: int | None, exc: BaseException) -> StoreError:
         where = f"sample {self.ids[i]!r} (index {i}): " if i is not None and 0 <= i < len(self) else ""
-        return StoreError(f"{self.path}: {where}cannot read {what}: the store is damaged ({_short(exc)}); "
-                          f"run `salcurate check {self.path}` to list the damaged samples")
+        error = StoreError(f"{self.path}: {where}cannot read {what}: the store is damaged ({_short(exc)}); "
+                           f"run `salcurate check {self.path}` to list the damaged samples")
+        error.damage = f"cannot read {what} ({_short(exc)})"  # what `check` lists
+        return error
 
     # -- store level -----------------------------------------------------------------
     # ids, splits and image formats are read on first use: opening a COCO-sized store for a
@@ -735,9 +737,8 @@ def _write_lock(dest: Path) -> Iterator[None]:
     lock_path = dest.with_name(f".{dest.name}.lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        if dest.exists():
-            with contextlib.suppress(OSError):  # as private as the store
-                os.chmod(lock_path, stat.S_IMODE(dest.stat().st_mode) & 0o666 | stat.S_IRUSR | stat.S_IWUSR)
+        with contextlib.suppress(OSError):  # as private as the store
+            keep_mode(lock_path, dest)
     except OSError as exc:
         raise StoreError(f"{dest}: cannot create the lock file {lock_path} ({exc}); "
                          "check the folder's permissions") from None
@@ -784,7 +785,7 @@ def _check_writable(path: Path) -> None:
                              "make it writable or work on a copy of the store")
 
 
-def _keep_mode(path: Path, like: Path | None, *, folder: bool = False) -> None:
+def keep_mode(path: Path, like: Path | None, *, folder: bool = False) -> None:
     """Give ``path`` the permission bits, owner and group of ``like`` (a folder gets x where r is set)."""
     if like is None or not like.exists():
         return
@@ -799,7 +800,7 @@ def _keep_mode(path: Path, like: Path | None, *, folder: bool = False) -> None:
 
 def _commit(partial: Path, dest: Path) -> None:
     """Rename a finished root over ``dest`` atomically, keeping ``dest``'s mode, owner and group."""
-    _keep_mode(partial, dest)
+    keep_mode(partial, dest)
     _fsync_path(partial)
     os.replace(partial, dest)
     _fsync_path(dest.parent, directory=True)
@@ -877,11 +878,11 @@ class _Writable:
             folder = parts_dir(self.path)
             if not folder.is_dir():
                 folder.mkdir()
-                _keep_mode(folder, self.path if self.path.exists() else None, folder=True)
+                keep_mode(folder, self.path if self.path.exists() else None, folder=True)
             name = f"{self._part_kind}-{uuid.uuid4().hex[:16]}.h5"
             self._part_file = h5py.File(str(folder / name), "w", **_RDCC)
             self._part_name = f"{folder.name}/{name}"
-            _keep_mode(folder / name, self.path if self.path.exists() else None)
+            keep_mode(folder / name, self.path if self.path.exists() else None)
         return self._part_file
 
     def _part_group(self, path: str) -> h5py.Group:
@@ -1535,7 +1536,7 @@ def copy_store(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
     try:
         with _open_h5(src, "r") as old, h5py.File(str(partial), "w") as new:
             _copy_root(old, new, rename=renamed)
-        _keep_mode(partial, src)
+        keep_mode(partial, src)
         os.replace(partial, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -1590,63 +1591,60 @@ class Damage:
     index: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class StoreCheck:
+    """What :func:`check_store` found."""
+
+    schema_version: int | None  # None: the store could not be opened
+    num_samples: int
+    files: list[Path]  # the root and the part files it links to
+    damage: list[Damage]
+
+
 def check_store(path: str | os.PathLike[str], *, decode_images: bool = False,
-                advance: Callable[[int], None] | None = None) -> tuple[MaskStore | None, list[Damage]]:
+                start: Callable[[int], None] | None = None,
+                advance: Callable[[int], None] | None = None) -> StoreCheck:
     """Read every byte of a store and list what is damaged: its root, missing part files, columns,
     and each sample whose image or maps fail their checksum or do not decode.
 
     decode_images: also decode every image (checksums catch damaged bytes in v2 stores; v1 stores
-    have none, so only decoding finds them).  advance: called with the number of samples checked.
-    Returns the store's metadata (None when it cannot be opened; closed) and the damage found.
+    have none, so only decoding finds them).  start: called once with the number of samples;
+    advance: with the number of samples checked since the last call.
     """
     path = Path(path)
     _check_store_file(path)
-    damage: list[Damage] = []
+    try:
+        files = store_files(path)
+    except StoreError as exc:
+        return StoreCheck(None, 0, [path], [Damage(str(exc).removeprefix(f"{path}: "))])
+    missing = [Damage(f"part file {f.name} is missing") for f in files if not f.exists()]
+    if missing:
+        return StoreCheck(None, 0, files, missing)
     try:
         store = MaskStore(path)
     except StoreError as exc:
-        return None, [Damage(str(exc).removeprefix(f"{path}: "))]
+        return StoreCheck(None, 0, files, [Damage(str(exc).removeprefix(f"{path}: "))])
+    damage: list[Damage] = []
     with store:
-        for key in ("classes/names", "log/entries"):
+        columns = ["classes/names", "log/entries",
+                   *(f"maps/{k}/histogram" for k in store.map_names() if k in LABEL_KINDS or k in store._proxy_sets),
+                   *(f"scores/{n}" for n in store.score_names()),
+                   *(f"selections/{n}" for n in store.selection_names())]
+        for key in columns:
             try:
-                store._f[key][:]
+                store._obj(key)[:]
             except (OSError, KeyError, ValueError) as exc:
                 damage.append(Damage(f"{key} cannot be read ({_short(exc)})"))
-        for kind in store.map_names():
-            for ds in ("histogram",):
-                if kind in LABEL_KINDS or kind in store._proxy_sets:
-                    try:
-                        store._obj(f"maps/{kind}/{ds}")[:]
-                    except (OSError, KeyError, ValueError) as exc:
-                        damage.append(Damage(f"maps/{kind}/{ds} cannot be read ({_short(exc)})"))
-        for group, names in (("scores", store.score_names()), ("selections", store.selection_names())):
-            for name in names:
-                try:
-                    store._obj(f"{group}/{name}")[:]
-                except (OSError, KeyError, ValueError) as exc:
-                    damage.append(Damage(f"{group}/{name} cannot be read ({_short(exc)})"))
+        read_image = store.image if decode_images else store.image_bytes
         kinds = store.map_names()
+        if start is not None:
+            start(len(store))
         for i, sample_id in enumerate(store.ids):
-            try:
-                if decode_images:
-                    store.image(i)
-                else:
-                    store.image_bytes(i)
-            except StoreError as exc:
-                damage.append(Damage(_what(exc), sample_id, i))
-            for kind in kinds:
+            for read in (read_image, *(functools.partial(store.map, kind) for kind in kinds)):
                 try:
-                    store.map(kind, i)
+                    read(i)
                 except StoreError as exc:
-                    damage.append(Damage(_what(exc), sample_id, i))
-            if advance is not None and (i % 256 == 255 or i == len(store.ids) - 1):
+                    damage.append(Damage(getattr(exc, "damage", str(exc)), sample_id, i))
+            if advance is not None and (i % 256 == 255 or i == len(store) - 1):
                 advance(i % 256 + 1)
-    return store, damage
-
-
-def _what(exc: StoreError) -> str:
-    """The part of a damage message that says what failed (without the store path and sample)."""
-    text = str(exc)
-    start = text.find("cannot read ")
-    end = text.find("; run `salcurate check")
-    return text[start:end] if start >= 0 else text
+        return StoreCheck(store.schema_version, len(store), files, damage)

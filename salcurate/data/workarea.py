@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from salcurate.data.store import keep_mode
 from salcurate.distributed import DistInfo, barrier
 from salcurate.errors import StoreError
 from salcurate.events import NO_EVENTS, Events
@@ -299,8 +299,7 @@ def open_work_area(store_path: Path, command: str, config: dict[str, Any], *, id
     if not root.is_dir():
         root.mkdir()
         with contextlib.suppress(OSError):  # partial results are as private as the store they come from
-            mode = stat.S_IMODE(store_path.stat().st_mode)
-            os.chmod(root, mode | (mode & 0o444) >> 2 | stat.S_IWUSR | stat.S_IXUSR)
+            keep_mode(root, store_path, folder=True)
     lock_fd = os.open(root / f"{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
