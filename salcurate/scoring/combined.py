@@ -224,6 +224,18 @@ def _plain_json(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+def _unit_column(st: store_mod.MaskStore, column: str, has_proxy: np.ndarray, why: str, *,
+                 param: str) -> np.ndarray:
+    """Score column ``column`` as ``(N,)`` float64, refused (one line saying ``why``) when a sample
+    with a proxy holds a value outside [0, 1] beyond rounding."""
+    x = st.score(column).astype(np.float64)
+    seen = x[has_proxy & ~np.isnan(x)]
+    if seen.size and (seen.min() < -RANGE_TOLERANCE or seen.max() > 1 + RANGE_TOLERANCE):
+        raise InputError(f"{st.path}: score column {column!r} has values outside [0, 1] (min {seen.min():.4g}, "
+                         f"max {seen.max():.4g}); {why}", param=param)
+    return x
+
+
 def run(config: CombinedConfig, *, events: Events | None = None) -> CombinedResult:
     """Compute the combined score ``q`` of every mask of the proxy set from the store's columns.
 
@@ -265,23 +277,13 @@ def run(config: CombinedConfig, *, events: Events | None = None) -> CombinedResu
             if col is None:
                 values[name] = tag_prior(st.tags, has_tags=st.has_tags)
                 continue
-            x = st.score(col).astype(np.float64)
-            seen = x[has_proxy & ~np.isnan(x)]
-            if seen.size and (seen.min() < -RANGE_TOLERANCE or seen.max() > 1 + RANGE_TOLERANCE):
-                raise InputError(f"{path}: score column {col!r} has values outside [0, 1] (min {seen.min():.4g}, "
-                                 f"max {seen.max():.4g}); a geometric mean needs scores in [0, 1]: leave it out "
-                                 f"of components", param="components")
-            values[name] = x
+            values[name] = _unit_column(st, col, has_proxy, "a geometric mean needs scores in [0, 1]: leave it out "
+                                                            "of components", param="components")
             configs[col] = st.score_meta(col).get("config")
         scales: dict[str, np.ndarray] = {}
         if reliability is not None:
-            r = st.score(reliability).astype(np.float64)
-            seen = r[has_proxy & ~np.isnan(r)]
-            if seen.size and (seen.min() < -RANGE_TOLERANCE or seen.max() > 1 + RANGE_TOLERANCE):
-                raise InputError(f"{path}: score column {reliability!r} has values outside [0, 1] (min "
-                                 f"{seen.min():.4g}, max {seen.max():.4g}); reliability needs one in [0, 1] "
-                                 "(like hr of score-evidence)", param="reliability")
-            scales[RELIABLE_COMPONENT] = r
+            scales[RELIABLE_COMPONENT] = _unit_column(st, reliability, has_proxy, "reliability needs one in [0, 1] "
+                                                      "(like hr of score-evidence)", param="reliability")
             configs[reliability] = st.score_meta(reliability).get("config")
         scoring = {"weights": weights, "eps": EPS, "columns": columns, "component_configs": configs}
         if reliability is not None:  # absent otherwise: q made before this setting stays complete
