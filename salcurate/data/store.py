@@ -321,7 +321,7 @@ class MaskStore:
     def _load(self) -> None:
         f = self._f
         for group in ("classes", "samples", "images", *_LINK_GROUPS, "log"):
-            if group not in f:
+            if f.get(group, getlink=True) is None:  # the link itself: not opening its part again
                 raise KeyError(f"no {group!r} group")
         obj = self._obj
         self.class_names: tuple[str, ...] = tuple(f["classes/names"].asstr()[:])

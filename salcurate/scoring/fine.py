@@ -34,7 +34,7 @@ from salcurate.errors import InputError, StoreError
 from salcurate.events import NO_EVENTS, Events, Result
 from salcurate.nn.device import Device, resolve_device
 from salcurate.scoring.metrics import fine_score, foreground
-from salcurate.scoring.synthesis import IMAGENET_MEAN, IMAGENET_STD, network_input, resize_pair
+from salcurate.scoring.synthesis import network_input, normalized_rgb, resize_pair
 
 if TYPE_CHECKING:
     import torch
@@ -80,9 +80,8 @@ def labels_input(image: np.ndarray, labels: np.ndarray, *, num_classes: int) -> 
     if image.shape[:2] != labels.shape or image.ndim != 3 or labels.ndim != 2:
         raise InputError(f"labels_input expects an (S, S, 3) image and an (S, S) label map, got {image.shape} and "
                          f"{labels.shape}; resize both to the scorer's input size")
-    rgb = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     onehot = (labels[None] == np.arange(num_classes + 1, dtype=labels.dtype)[:, None, None]).astype(np.float32)
-    return np.concatenate([rgb.transpose(2, 0, 1), onehot], axis=0)
+    return np.concatenate([normalized_rgb(image), onehot], axis=0)
 
 
 def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:

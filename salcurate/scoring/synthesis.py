@@ -180,11 +180,15 @@ def paste(src_image: np.ndarray, src_mask: np.ndarray, src_ref: np.ndarray, dst_
     return image, mask, ref
 
 
+def normalized_rgb(image: np.ndarray) -> np.ndarray:
+    """``(S, S, 3)`` uint8 image → ``(3, S, S)`` float32, ImageNet-normalized (the scorer's RGB channels)."""
+    return ((image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+
 def network_input(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The scorer's input: ``(S, S, 3)`` uint8 image and ``(S, S)`` bool mask → ``(4, S, S)``
     float32 (ImageNet-normalized RGB, and the mask as -1/+1)."""
-    rgb = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.concatenate([rgb.transpose(2, 0, 1), (mask.astype(np.float32) * 2 - 1)[None]], axis=0)
+    return np.concatenate([normalized_rgb(image), (mask.astype(np.float32) * 2 - 1)[None]], axis=0)
 
 
 def resize_pair(image: np.ndarray, masks: list[np.ndarray], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
