@@ -56,6 +56,7 @@ from salcurate.paper import TABLE_IV_TAUS
 from salcurate.scoring.metrics import f_measure, foreground, proxy_miou
 from salcurate.scoring.reference import threshold_mask
 from salcurate.stats import auroc, spearman
+from salcurate.training.folds import ScoreModelConfig
 
 BAD_BELOW = 0.5
 
@@ -248,11 +249,11 @@ def run_pipeline(store: Path, workdir: Path, args: argparse.Namespace) -> dict[s
         if res.computed:
             seconds["score-evidence"] = time.time() - t0
     if args.model:
-        from salcurate.training.folds import ScoreModelConfig
         from salcurate.training.folds import run as model_run
 
         t0 = time.time()
-        res = model_run(ScoreModelConfig(store=str(store), proxy=args.proxy, output=str(workdir / "score-model")))
+        res = model_run(ScoreModelConfig(store=str(store), proxy=args.proxy, output=str(workdir / "score-model"),
+                                         iterations=args.model_iterations, overwrite=True))
         if not res.nothing_to_do:
             seconds["score-model"] = time.time() - t0
     if args.combined:
@@ -403,6 +404,8 @@ def main() -> None:
     ap.add_argument("--fine", action="store_true", help="also train a small scorer and report SF")
     ap.add_argument("--evidence", action="store_true", help="also run score-evidence (class evidence)")
     ap.add_argument("--model", action="store_true", help="also run score-model (K-fold agreement, defaults)")
+    ap.add_argument("--model-iterations", type=int, default=ScoreModelConfig.iterations,
+                    help="score-model's training iterations per fold")
     ap.add_argument("--combined", action="store_true", help="also run score-combined (the default score q)")
     ap.add_argument("--combined-components", default=None, help="score-combined's components (default: its own)")
     ap.add_argument("--candidates", nargs="*", default=[], help="other combinations to report, not stored")

@@ -13,9 +13,10 @@ Retrains SAL-Net (ResNet-18) on a store's proxies several ways and reports valid
 
 The selection rule is the paper's ``--rule tau`` (score >= 0.55) or ``--rule half`` (the best half
 by the score: CAM proxies from a classifier trained on this CPU rarely reach 0.55).  The start is
-random weights (``--backbone-weights none``, lr 1e-2, batch norm trained) or a backbone file, e.g.
-the tag classifier of ``salcurate pseudo-label`` (``runs/pseudo-label/backbone.pth``; batch norm
-fixed, lr 1e-3: at 1e-2 the loss diverges from it).
+random weights (``--backbone-weights none``, lr 1e-2, batch norm trained), a backbone file (the tag
+classifier's ``runs/pseudo-label/backbone.pth``; batch norm fixed, lr 1e-3: at 1e-2 the loss diverges
+from it) or the whole tag classifier (``runs/pseudo-label/classifier.pt``: the heads start as its
+CAMs; train and validate near its scale with ``--scale-min``, ``--scale-max`` and ``--val-scale``).
 
 Usage (a store made by ``salcurate demo``, which has the proxy set ``cam`` with SC and SF)::
 
@@ -124,13 +125,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--proxy", default="proxy", help="proxy set (the demo's is cam)")
-    ap.add_argument("--backbone-weights", default="none", help="none (random) or a .pth file")
+    ap.add_argument("--backbone-weights", default="none",
+                    help="none (random), a backbone .pth file or a tag classifier (classifier.pt)")
     ap.add_argument("--rule", choices=("tau", "half"), default="tau")
     ap.add_argument("--workdir", type=Path, default=Path("bench-out/retrain-quality"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--lr", type=float, help="default 1e-2 from random weights, 1e-3 from a backbone file")
     ap.add_argument("--crop", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=7)
+    ap.add_argument("--scale-min", type=float, default=0.5)
+    ap.add_argument("--scale-max", type=float, default=1.5)
+    ap.add_argument("--val-scale", type=float, default=1.0, help="scale of the validation images (near training's)")
+    ap.add_argument("--head-lr-mult", type=float, help="retrain's default: 10, or 1 from a tag classifier")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--runs", nargs="+", default=list(PAPER_RUNS), help="run names (first word) from RUNS")
     ap.add_argument("--out", type=Path, default=Path("bench-out/retrain-quality.json"))
@@ -143,6 +150,8 @@ def main() -> None:
     pretrained = args.backbone_weights != "none"
     lr = args.lr if args.lr is not None else (1e-3 if pretrained else 1e-2)
     common = dict(backbone="resnet18", backbone_weights=args.backbone_weights, crop=args.crop,
+                  batch_size=args.batch_size, scale_min=args.scale_min, scale_max=args.scale_max,
+                  val_scale=args.val_scale, head_lr_mult=args.head_lr_mult,
                   max_iter=args.iterations, lr=lr, log_every=50, workers=0, tensorboard=False)
     args.workdir.mkdir(parents=True, exist_ok=True)
     jobs = [(name, seed) for seed in args.seeds for name in names]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import CLASS_NAMES, assert_ok, file_digest, invoke
 
 from salcurate.data import store as store_mod
@@ -45,11 +44,12 @@ def _config(store: Path, out: Path, **kw: object) -> ScoreModelConfig:
 
 def _put_cam(store: Path, *, run_folder: Path, backbone: str = "resnet18", drop: tuple[int, ...] = ()) -> None:
     """A proxy set ``cam`` (copies of the imported proxies, none for the samples ``drop``) recorded as
-    made by pseudo-label in ``run_folder``, which holds a torchvision ``backbone.pth`` (random weights)."""
-    import torchvision
+    made by pseudo-label in ``run_folder``, which holds its ``classifier.pt`` (random weights)."""
+    from salcurate.nn.classifier import TagClassifier, TagClassifierConfig, save_classifier
 
-    run_folder.mkdir(parents=True, exist_ok=True)
-    torch.save(getattr(torchvision.models, backbone)(weights=None).state_dict(), run_folder / "backbone.pth")
+    model = TagClassifier(TagClassifierConfig(backbone=backbone, num_classes=len(CLASS_NAMES) - 1))
+    save_classifier(run_folder / "classifier.pt", model, class_names=CLASS_NAMES,
+                    extra={"train_config": {"input_size": 16}})
     with MaskStore(store) as st:
         maps = [None if i in drop else st.map("proxy", i) for i in range(len(st))]
     with store_mod.transaction(store, command="test", config={}) as tx:
@@ -137,7 +137,7 @@ def test_auto_weights_come_from_the_tag_classifier(tiny_store: Path, tmp_path: P
     res = run(ScoreModelConfig(store=str(tiny_store), output=str(tmp_path / "runs"), proxy="cam", **kw))
     assert res.columns == {c: f"{c}:cam" for c in COLUMNS}
     assert res.scoring["backbone"] == "resnet18"
-    assert res.scoring["backbone_weights"] == str((tmp_path / "pl" / "backbone.pth").resolve())
+    assert res.scoring["backbone_weights"] == str((tmp_path / "pl" / "classifier.pt").resolve())
     with MaskStore(tiny_store) as st:
         assert {f"{c}:cam" for c in COLUMNS} <= set(st.score_names()) and "agree" not in st.score_names()
         for c in COLUMNS:  # NaN exactly where the set has no proxy
@@ -248,8 +248,8 @@ def bare_store(tmp_path: Path) -> Path:
     (["--folds", "7"], "has 6 proxies; 7-fold model agreement needs at least 7"),
     (["--proxy", "nope"], "no set of proxies named 'nope'"),
     (["--backbone-weights", "/no/such/weights.pth"], "--backbone-weights /no/such/weights.pth: no such file"),
-    (["--backbone-weights", "auto"], "--backbone-weights auto takes the tag classifier's backbone, but proxy set "
-                                     "'proxy' was made by `salcurate import`"),
+    (["--backbone-weights", "auto"], "--backbone-weights auto starts from the tag classifier that made the proxy "
+                                     "set, but proxy set 'proxy' was made by `salcurate import`"),
 ])
 def test_cli_bad_input_is_one_line_and_leaves_the_store(tiny_store: Path, tmp_path: Path, args: list[str],
                                                         message: str) -> None:

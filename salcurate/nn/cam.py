@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CAM_EPS",
     "MIN_SIDE",
+    "background_logit",
     "cam_scores",
     "multiscale_cams",
     "normalize_cams",
@@ -319,3 +320,27 @@ def proxy_from_scores(scores: Tensor | np.ndarray) -> Tensor | np.ndarray:
     if isinstance(scores, np.ndarray):
         return np.argmax(scores, axis=0).astype(np.uint8)
     return torch.argmax(scores, dim=0).to(torch.uint8)
+
+
+# ------------------------------------------------------------------------------------------
+# A segmentation head that starts as the CAM segmenter
+# ------------------------------------------------------------------------------------------
+def background_logit(max_maps: np.ndarray, foreground_fraction: float) -> float:
+    """The constant background logit b of a CAM segmenter (``salnet.init_aspp_from_cams``).
+
+    ``max_maps``: ``(N,)`` float, the largest raw class map ``max_c M_c`` at N positions pooled
+    over training images; ``foreground_fraction``: the share f of foreground pixels in their proxy
+    masks, in (0, 1) -> b, the ``(1 - f)``-quantile of ``max_maps``: the argmax of ``(b, M_1..M_C)``
+    then calls the same share of positions foreground as the proxies do.  The raw maps are not
+    normalized per image (a segmentation head cannot divide by an image's maximum), so one b is
+    fitted to the proxies' statistics instead of IRN's threshold on normalized maps.
+    """
+    values = np.asarray(max_maps, dtype=np.float64).ravel()
+    ok_fraction = (isinstance(foreground_fraction, (int, float, np.floating)) and not isinstance(
+        foreground_fraction, bool) and 0.0 < float(foreground_fraction) < 1.0)
+    if values.size == 0 or not np.isfinite(values).all() or not ok_fraction:
+        raise InputError(f"background_logit expects finite class-map maxima (N,) with N >= 1 and a foreground "
+                         f"fraction in (0, 1), got {values.size} values (finite: {bool(np.isfinite(values).all())}) "
+                         f"and {foreground_fraction!r}; pass the maps of training images whose proxies have both "
+                         f"background and foreground", param=("max_maps", "foreground_fraction"))
+    return float(np.quantile(values, 1.0 - float(foreground_fraction)))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,7 @@ __all__ = [
     "attended_logits",
     "build_backbone",
     "imagenet_weights_path",
+    "init_head_from_cams",
     "load_model",
     "preprocess",
     "save_model",
@@ -279,6 +281,61 @@ class ASPP(nn.Module):
         for b in self.branches[1:]:
             out = out + b(x)
         return out
+
+
+def init_head_from_cams(head: nn.Module, class_weight: Tensor, *, background: float | None = None) -> None:
+    """Start a head (:class:`ASPP` or :class:`ClassificationBranch`) as a tag classifier's CAMs, in place.
+
+    ``class_weight``: ``(C, K)``, the bias-free 1x1 layer w^c of a CAM classifier on the same
+    backbone features f (K channels).  The head then computes, at every position (Zhou et al.,
+    CVPR 2016, Sec. 2: M_c = sum_k w_k^c f_k)::
+
+        ASPP (background b given):  s_0(x, y) = b,   s_c(x, y) = M_c(x, y)    -> (B, C + 1, h, w)
+        ClassificationBranch:       d_c(x, y) = M_c(x, y), logit_c = GAP(M_c)  -> the classifier's logits
+
+    so SAL-Net's argmax is background wherever no class map reaches b, as a CAM proxy is below
+    its threshold, and the attention a = sigmoid(logits) starts as the classifier's tag
+    probabilities.  Each of the n summed branches carries w / n in the centre tap of its dilated
+    3x3 convolution (b / n in the background bias); every other weight is 0, and training learns
+    the context the CAM layer lacks.  ASPP-L branches (``hidden`` > 0, VGG16) first pass the
+    features through unchanged (identity in their first K hidden channels: the features are ReLU
+    outputs, >= 0, which the hidden ReLUs keep), then apply w / n.
+    """
+    if not isinstance(head, (ASPP, ClassificationBranch)):
+        raise InputError(f"init_head_from_cams expects SAL-Net's ASPP or ClassificationBranch, got "
+                         f"{type(head).__name__}")
+    convs = [[c for c in b.modules() if isinstance(c, nn.Conv2d)] for b in head.branches]
+    channels, out = convs[0][0].in_channels, convs[0][-1].out_channels
+    classes = out - 1 if isinstance(head, ASPP) else out
+    if (not isinstance(class_weight, Tensor) or tuple(class_weight.shape) != (classes, channels)
+            or (background is None) != isinstance(head, ClassificationBranch)
+            or (background is not None and not math.isfinite(background))):
+        raise InputError(f"init_head_from_cams expects class weights of shape (C, K) = ({classes}, {channels}) and "
+                         f"{'no background' if classes == out else 'a finite background logit'}, got "
+                         f"{tuple(getattr(class_weight, 'shape', ()))} and background {background!r}; pass the tag "
+                         "classifier's 1x1 layer of the same backbone and classes")
+    narrow = [c.out_channels for branch in convs for c in branch[:-1] if c.out_channels < channels]
+    if narrow:
+        raise InputError(f"init_head_from_cams: the ASPP's hidden width {narrow[0]} is below the backbone's "
+                         f"{channels} channels; use a wider head (aspp_hidden)")
+    n = len(convs)
+    w = class_weight.detach().to(convs[0][-1].weight.dtype) / n
+    eye = torch.arange(channels)
+    with torch.no_grad():
+        for branch in convs:
+            *through, last = branch
+            for c in branch:
+                c.weight.zero_()
+                if c.bias is not None:
+                    c.bias.zero_()
+            for c in through:  # identity on the first K channels (centre tap)
+                k = c.kernel_size[0] // 2
+                c.weight[eye, eye, k, k] = 1.0
+            k = last.kernel_size[0] // 2
+            offset = out - classes  # 1 for ASPP: channel 0 is background
+            last.weight[offset:, :channels, k, k] = w
+            if background is not None:
+                last.bias[0] = float(background) / n
 
 
 class ClassificationBranch(nn.Module):

@@ -52,13 +52,16 @@ from salcurate.nn.device import Device
 from salcurate.scoring import agreement
 from salcurate.scoring.agreement import SOFTMIN_TEMPERATURE
 from salcurate.training.harness import write_config
+from salcurate.training.warmstart import CLASSIFIER_FILE, classifier_header, classifier_input_size, classifier_scale
 
 log = logging.getLogger(__name__)
 
 COMMAND = "score-model"
 COLUMNS = ("agree", "mm", "rr")
-#: The pseudo-label run's file with the tag classifier's backbone (torchvision key names).
-CLASSIFIER_BACKBONE_FILE = "backbone.pth"
+#: Fold models train at the working scale times a random factor from this range.
+SCALE_JITTER = (0.75, 1.25)
+#: The default training crop: the images' median longer side at scale, within these bounds.
+MIN_AUTO_CROP, MAX_AUTO_CROP = 32, 321
 #: A fold model trains on at least this many images (and at least batch_size).
 MIN_TRAIN_IMAGES = 2
 #: Images are predicted padded (bottom and right, with the mean, as training crops are) to a
@@ -90,9 +93,14 @@ class ScoreModelConfig:
                                  run_only=True)
     backbone: ModelBackbone = setting(ModelBackbone.auto, "auto (the tag classifier's backbone with its weights, "
                                                           "else resnet18), resnet18, resnet50, resnet101 or vgg16.")
-    backbone_weights: str = setting("auto", "auto (the backbone of the tag classifier that made the proxy set, "
-                                            "from `salcurate pseudo-label`), a .pth file, imagenet, or none.")
-    crop: int = setting(96, "Random training crop side (SAL-Net's augmentation); images are predicted whole.")
+    backbone_weights: str = setting("auto", "auto (the tag classifier that made the proxy set, from `salcurate "
+                                            "pseudo-label`: its backbone, and its CAMs as the segmentation head), a "
+                                            "classifier.pt or backbone .pth file, imagenet, or none.")
+    scale: float | None = setting(None, "Scale the fold models train (x0.75-1.25) and predict at; default: the tag "
+                                        "classifier's (its input size over the images' median longer side) when "
+                                        "starting from it, else 1.")
+    crop: int | None = setting(None, "Random training crop side; default: the images' median longer side at scale "
+                                     "(a multiple of 8, 32-321).  Images are predicted whole.")
     batch_size: int = setting(8, "Images per training iteration.")
     iterations: int = setting(120, "Training iterations per fold.")
     lr: float = setting(1e-3, "Base learning rate (poly schedule; heads 10x); 1e-2 diverged from a classifier's "
@@ -147,10 +155,13 @@ def check_config(config: ScoreModelConfig) -> ScoreModelConfig:
                          f"outside its fold), got {config.folds}", param="folds")
     for name, low in (("batch_size", 1), ("iterations", 1), ("crop", 16), ("checkpoint_every", 1),
                       ("predict_batch", 1)):
-        if getattr(config, name) < low:
+        if getattr(config, name) is not None and getattr(config, name) < low:
             raise InputError(f"{name} must be at least {low}, got {getattr(config, name)}", param=name)
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise InputError(f"lr must be a positive number, got {config.lr}", param="lr")
+    if config.scale is not None and not (0 < config.scale <= 8 and math.isfinite(config.scale)):
+        raise InputError(f"scale must be in (0, 8], got {config.scale}; leave it unset for the tag classifier's",
+                         param="scale")
     if not (config.temperature > 0 and math.isfinite(config.temperature)):
         raise InputError(f"temperature must be a positive number, got {config.temperature}", param="temperature")
     if config.workers < 0:
@@ -188,11 +199,11 @@ def _classifier_run(st: store_mod.MaskStore, proxy: str) -> tuple[Path | None, s
     if not out:
         return None, None, f"proxy set {proxy!r} does not record its pseudo-label run folder"
     folder = Path(out)
-    backbone = st.locate(folder / CLASSIFIER_BACKBONE_FILE)
-    if backbone.is_file():
-        return backbone.parent.resolve(), cfg.get("backbone"), ""
+    classifier = st.locate(folder / CLASSIFIER_FILE)
+    if classifier.is_file():
+        return classifier.parent.resolve(), cfg.get("backbone"), ""
     return None, cfg.get("backbone"), (f"the classifier of proxy set {proxy!r} is not in its run folder "
-                                       f"{folder / CLASSIFIER_BACKBONE_FILE} (moved or deleted?)")
+                                       f"{folder / CLASSIFIER_FILE} (moved or deleted?)")
 
 
 def _resolve_weights(config: ScoreModelConfig, st: store_mod.MaskStore, proxy: str) -> tuple[str, str]:
@@ -202,22 +213,41 @@ def _resolve_weights(config: ScoreModelConfig, st: store_mod.MaskStore, proxy: s
     if weights == "auto":
         folder, cls_backbone, why = _classifier_run(st, proxy)
         if folder is None:
-            raise InputError(f"backbone_weights auto takes the tag classifier's backbone, but {why}; pass "
-                             "backbone_weights (a .pth file, imagenet, or none)", param="backbone_weights")
+            raise InputError(f"backbone_weights auto starts from the tag classifier that made the proxy set, but "
+                             f"{why}; pass backbone_weights (a classifier.pt or .pth file, imagenet, or none)",
+                             param="backbone_weights")
         if backbone not in (ModelBackbone.auto, cls_backbone):
             raise InputError(f"the tag classifier of proxy set {proxy!r} is a {cls_backbone}, not a {backbone}; "
                              f"pass backbone auto (or {cls_backbone}), or other backbone_weights",
                              param=("backbone", "backbone_weights"))
-        return str(cls_backbone), str(folder / CLASSIFIER_BACKBONE_FILE)
+        return str(cls_backbone), str(folder / CLASSIFIER_FILE)
     backbone_name = "resnet18" if backbone == ModelBackbone.auto else str(backbone)
     if weights in ("none", "imagenet"):
         return backbone_name, weights
     path = Path(weights)
     if not path.is_file():
-        raise InputError(f"backbone_weights {weights}: no such file; pass a torchvision {backbone_name} state dict "
-                         "(.pth, e.g. a pseudo-label run's backbone.pth), imagenet, none, or auto",
+        raise InputError(f"backbone_weights {weights}: no such file; pass a pseudo-label run's classifier.pt, a "
+                         f"torchvision {backbone_name} state dict (.pth), imagenet, none, or auto",
                          param="backbone_weights")
+    header = classifier_header(path)
+    if header is not None and backbone == ModelBackbone.auto:
+        backbone_name = str((header.get("config") or {}).get("backbone", backbone_name))
     return backbone_name, str(path.resolve())
+
+
+def _resolve_scale(config: ScoreModelConfig, st: store_mod.MaskStore, with_proxy: np.ndarray) -> tuple[float, int]:
+    """The scale the fold models work at and their training crop (settings, or their defaults)."""
+    heights, widths = st.heights[with_proxy], st.widths[with_proxy]
+    scale = config.scale
+    if scale is None:
+        header = classifier_header(config.backbone_weights)
+        size = classifier_input_size(header) if header is not None else None
+        scale = 1.0 if size is None else classifier_scale(size, heights, widths)
+    crop = config.crop
+    if crop is None:
+        side = float(np.median(np.maximum(heights, widths))) * scale
+        crop = int(min(MAX_AUTO_CROP, max(MIN_AUTO_CROP, 8 * math.ceil(side / 8))))
+    return float(scale), int(crop)
 
 
 def resolve_config(config: ScoreModelConfig, st: store_mod.MaskStore) -> ScoreModelConfig:
@@ -236,7 +266,9 @@ def resolve_config(config: ScoreModelConfig, st: store_mod.MaskStore) -> ScoreMo
                          f"{MIN_TRAIN_IMAGES}); make more proxies, or lower folds or batch_size",
                          param=("folds", "batch_size"))
     backbone, weights = _resolve_weights(config, st, proxy)
-    return dataclasses.replace(config, proxy=proxy, backbone=ModelBackbone(backbone), backbone_weights=weights)
+    config = dataclasses.replace(config, proxy=proxy, backbone=ModelBackbone(backbone), backbone_weights=weights)
+    scale, crop = _resolve_scale(config, st, np.flatnonzero(st.has_map(proxy)))
+    return dataclasses.replace(config, scale=scale, crop=crop)
 
 
 # ----------------------------------------------------------------------------------------
@@ -268,21 +300,28 @@ def _train_fold(config: ScoreModelConfig, folder: Path, train_idx: np.ndarray, e
     rc = RetrainConfig(
         store=config.store, selection="none", output=str(folder), proxy=config.proxy, backbone=str(config.backbone),
         backbone_weights=config.backbone_weights, attention="off", lam=0.0, batch_size=config.batch_size,
-        crop=config.crop, lr=config.lr, max_iter=config.iterations, seed=config.seed, device=config.device,
+        crop=config.crop, scale_min=SCALE_JITTER[0] * config.scale, scale_max=SCALE_JITTER[1] * config.scale,
+        lr=config.lr, max_iter=config.iterations, seed=config.seed, device=config.device,
         workers=config.workers, checkpoint_every=config.checkpoint_every, log_every=min(10, config.iterations),
         tensorboard=False, resume=(folder / "checkpoint.pt").is_file())
     res = train_on_indices(rc, train_idx, events=events)
     return res.model, res.final.get("loss")
 
 
-def padded_size(height: np.ndarray, width: np.ndarray) -> np.ndarray:
-    """``(n, 2)``: each image's height and width rounded up to a multiple of :data:`PAD_TO`."""
-    return -(-np.stack([np.asarray(height), np.asarray(width)], axis=1) // PAD_TO) * PAD_TO
+def scaled_size(height: np.ndarray, width: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``(n, 2)``: each image's height and width at ``scale`` (rounded, at least 8 px)."""
+    hw = np.stack([np.asarray(height), np.asarray(width)], axis=1).astype(np.float64)
+    return np.maximum(8, np.round(hw * scale)).astype(np.int64)
 
 
-def _size_batches(st: store_mod.MaskStore, indices: np.ndarray, batch: int) -> Iterator[np.ndarray]:
+def padded_size(height: np.ndarray, width: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``(n, 2)``: each image's height and width at ``scale``, rounded up to a multiple of :data:`PAD_TO`."""
+    return -(-scaled_size(height, width, scale) // PAD_TO) * PAD_TO
+
+
+def _size_batches(st: store_mod.MaskStore, indices: np.ndarray, batch: int, scale: float) -> Iterator[np.ndarray]:
     """``indices`` in batches of at most ``batch`` images of one padded size (they stack into one tensor)."""
-    shapes = padded_size(st.heights[indices], st.widths[indices])
+    shapes = padded_size(st.heights[indices], st.widths[indices], scale)
     order = np.lexsort((indices, shapes[:, 1], shapes[:, 0]))
     idx, shp = indices[order], shapes[order]
     start = 0
@@ -317,6 +356,15 @@ def score_image(probs: np.ndarray, proxy: np.ndarray, tags: np.ndarray | None, s
     return np.array([agree, mm, rr], np.float32)
 
 
+def _resized(x: Any, size: tuple[int, int]) -> Any:
+    """``(K, H, W)`` float tensor -> ``(K, *size)``, bilinear (unchanged when already that size)."""
+    import torch.nn.functional as F
+
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
 def _predict_fold(config: ScoreModelConfig, model_file: str, todo: np.ndarray, area: Any, events: Events) -> None:
     """Judge the fold's images ``todo`` with its model; each batch's results go to the work area."""
     import torch
@@ -332,21 +380,24 @@ def _predict_fold(config: ScoreModelConfig, model_file: str, todo: np.ndarray, a
         model.to(memory_format=torch.channels_last)
     with store_mod.MaskStore(config.store) as st:
         has_sal = st.has_map("saliency") if "saliency" in st.map_names() else np.zeros(len(st), bool)
-        for batch in _size_batches(st, todo, config.predict_batch):
-            ph, pw = (int(v) for v in padded_size(st.heights[batch[:1]], st.widths[batch[:1]])[0])
+        scale = float(config.scale) if config.scale is not None else 1.0
+        for batch in _size_batches(st, todo, config.predict_batch, scale):
+            ph, pw = (int(v) for v in padded_size(st.heights[batch[:1]], st.widths[batch[:1]], scale)[0])
+            sizes = scaled_size(st.heights[batch], st.widths[batch], scale)
             x = torch.stack([F.pad(t, (0, pw - t.shape[2], 0, ph - t.shape[1]))  # 0 = the mean after normalizing
-                             for t in (preprocess(st.image(int(i))) for i in batch)])
+                             for t in (_resized(preprocess(st.image(int(i))), (int(sh), int(sw)))
+                                       for i, (sh, sw) in zip(batch, sizes))])
             with torch.no_grad(), precision.autocast():
                 logits = model(precision.inputs(x)).attended
             probs = torch.softmax(logits.float(), dim=1)  # upsampled as probabilities, as `evaluate` does
-            probs = F.interpolate(probs, size=(ph, pw), mode="bilinear", align_corners=False).cpu().numpy()
+            probs = F.interpolate(probs, size=(ph, pw), mode="bilinear", align_corners=False).cpu()
             values = []
             for j, i in enumerate(batch.tolist()):
                 h, w = int(st.heights[i]), int(st.widths[i])
+                p = _resized(probs[j, :, :int(sizes[j, 0]), :int(sizes[j, 1])], (h, w)).numpy()
                 tags = st.tags[i] if st.has_tags[i] else None
                 sal = st.map("saliency", i) if has_sal[i] else None
-                values.append(score_image(probs[j, :, :h, :w], st.map(config.proxy, i), tags, sal,
-                                          temperature=config.temperature))
+                values.append(score_image(p, st.map(config.proxy, i), tags, sal, temperature=config.temperature))
             area.write(batch.tolist(), np.stack(values))
             events.advance(len(batch))
 

@@ -66,10 +66,18 @@ from salcurate.training.harness import (
     write_config,
 )
 from salcurate.training.losses import AttentionLoss, sal_loss
+from salcurate.training.warmstart import WarmStart, classifier_scale, is_classifier_file, start_from_classifier
 
 log = logging.getLogger(__name__)
 
 COMMAND = "retrain"
+#: The heads' learning-rate multiplier: DeepLab-v2's for heads from random, and for heads that start
+#: as a tag classifier's CAMs (on the realistic benchmark 10 swung val mIoU between 11 and 21 % from
+#: one validation to the next; 1 kept it at 18-19 %).
+HEAD_LR_MULT, HEAD_LR_MULT_FROM_CLASSIFIER = 10.0, 1.0
+#: Starting from a tag classifier, training scales more than this factor away from the
+#: classifier's own are warned about.
+SCALE_TOLERANCE = 1.5
 
 
 class Backbone(Choice):
@@ -109,7 +117,9 @@ class RetrainConfig:
     output: str | None = setting(None, "Run folder (default runs/SELECTION).", short="-o", run_only=True)
     proxy: str | None = setting(None, "Proxy set to use (default: the imported one, or the only one).")
     backbone: Backbone = setting(Backbone.vgg16, "vgg16, resnet101, resnet50 or resnet18.")
-    backbone_weights: str = setting("imagenet", "imagenet (from the local torch cache), a .pth file, or none (random).")
+    backbone_weights: str = setting("imagenet", "imagenet (from the local torch cache), a torchvision .pth file, "
+                                                "a tag classifier (classifier.pt of `salcurate pseudo-label`: its "
+                                                "backbone, and its CAMs as the heads), or none (random).")
     sample: Sample = setting(Sample.selected, "selected: draw only kept images (paper); all: every image, L_sel "
                                               "weighted by w.")
     split: str = setting("train", "Split to train on.")
@@ -126,12 +136,15 @@ class RetrainConfig:
     scale_min: float = setting(0.5, "Smallest random scale.")
     scale_max: float = setting(1.5, "Largest random scale.")
     flip: bool = setting(True, "Random horizontal flips.", flag="--flip/--no-flip")
+    val_scale: float = setting(1.0, "Scale at which validation images are predicted (near your training scales).")
     lr: float | None = setting(None, f"Base learning rate (default: {_protocol_help('lr')}).")
     max_iter: int | None = setting(None, f"Iterations (default: {_protocol_help('max_iter')}).")
     momentum: float = setting(0.9, "SGD momentum (paper 0.9).")
     weight_decay: float = setting(5e-4, "SGD weight decay (paper 5e-4).")
     power: float = setting(0.9, "Poly schedule power.")
-    head_lr_mult: float = setting(10.0, "Heads learn this many times faster than the backbone.")
+    head_lr_mult: float | None = setting(None, "Heads learn this many times faster than the backbone (default: 10, "
+                                               "DeepLab-v2's, for heads from random; 1 for heads started from a tag "
+                                               "classifier, which 10 pulls away from what it knows).")
     freeze_bn: bool | None = setting(None, "Batch-norm fixed (default: when ImageNet weights are loaded).",
                                      flag="--freeze-bn/--train-bn")
     device: Device = setting(Device.auto, "auto (CUDA when present), cpu or cuda.", run_only=True)
@@ -165,6 +178,9 @@ class RetrainConfig:
             attention_loss=choice(AttentionLoss, self.attention_loss, "attention_loss"),
             sample=choice(Sample, self.sample, "sample"), device=choice(Device, self.device, "device"),
             lr=float(p["lr"]) if self.lr is None else self.lr,
+            head_lr_mult=(self.head_lr_mult if self.head_lr_mult is not None
+                          else HEAD_LR_MULT_FROM_CLASSIFIER if is_classifier_file(self.backbone_weights)
+                          else HEAD_LR_MULT),
             max_iter=int(p["max_iter"]) if self.max_iter is None else self.max_iter)
 
     @property
@@ -178,6 +194,10 @@ def _check(c: RetrainConfig) -> None:
         raise InputError(f"batch_size must be at least 1, got {c.batch_size}", param="batch_size")
     if c.crop < 16:
         raise InputError(f"crop must be at least 16 pixels, got {c.crop}", param="crop")
+    if c.head_lr_mult is None or not (c.head_lr_mult > 0 and math.isfinite(c.head_lr_mult)):
+        raise InputError(f"head_lr_mult must be a positive number, got {c.head_lr_mult}", param="head_lr_mult")
+    if not (0 < c.val_scale <= 8 and math.isfinite(c.val_scale)):
+        raise InputError(f"val_scale must be in (0, 8], got {c.val_scale}", param="val_scale")
     if not 0 < c.scale_min <= c.scale_max:
         raise InputError(f"scale_min/scale_max must satisfy 0 < min <= max, got {c.scale_min} and {c.scale_max}",
                          param=("scale_min", "scale_max"))
@@ -299,7 +319,7 @@ def _read_store(config: RetrainConfig, indices: np.ndarray | None = None) -> _St
 
 
 def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int, precision: Precision,
-                    info: ddp.DistInfo) -> np.ndarray:
+                    info: ddp.DistInfo, scale: float = 1.0) -> np.ndarray:
     """Single-scale confusion matrix over this rank's share of the validation images, summed over ranks."""
     from salcurate.segmentation_metrics import confusion_matrix
 
@@ -307,6 +327,9 @@ def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int
     model.eval()
     with torch.no_grad(), precision.autocast():
         for x, y in loader:
+            if scale != 1.0:
+                size = (max(8, round(x.shape[-2] * scale)), max(8, round(x.shape[-1] * scale)))
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             probs = model(x.to(precision.device)).probabilities()  # upsampled as probabilities, as `evaluate` does
             pred = F.interpolate(probs, size=y.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
             cm += confusion_matrix(pred.cpu().numpy(), y.numpy(), num_classes=num_classes)  # the one implementation
@@ -328,6 +351,7 @@ class _Trainer:
     def __init__(self, config: RetrainConfig, precision: Precision, info: ddp.DistInfo, events: Events, *,
                  indices: np.ndarray | None = None) -> None:
         assert config.max_iter is not None and config.lr is not None and config.output is not None
+        assert config.head_lr_mult is not None
         self.config, self.precision, self.info, self.events = config, precision, info, events
         # -- what the run reads and resumes from --------------------------------------------
         out = Path(config.output)
@@ -348,9 +372,16 @@ class _Trainer:
         self.model_cfg = SALNetConfig(backbone=str(config.backbone), num_classes=len(self.data.class_names) - 1,
                                       attention=str(config.attention), freeze_bn=frozen)
         torch.manual_seed(config.seed)
-        self.model = SALNet(self.model_cfg, backbone_weights="none" if payload is not None else config.backbone_weights)
+        from_classifier = is_classifier_file(config.backbone_weights)
+        self.model = SALNet(self.model_cfg, backbone_weights="none" if payload is not None or from_classifier
+                            else config.backbone_weights)
         if payload is not None:
             self.model.load_state_dict(payload["state_dict"])
+            self.warm_start = (payload.get("retrain") or {}).get("warm_start")
+        elif from_classifier:
+            self.warm_start = self._start_from_classifier(config).to_dict()
+        else:
+            self.warm_start = None
         self.fwd: Any = prepare_model(self.model, precision, info, compile=config.compile)
         backbone_params, head_params = self.model.parameter_groups()
         self.opt = torch.optim.SGD(
@@ -373,7 +404,7 @@ class _Trainer:
 
         # -- files (rank 0) -----------------------------------------------------------------
         self.resolved = {**to_dict(config), "world_size": info.world, **precision.to_dict(),
-                         "bn_frozen": self.model.bn_frozen}
+                         "bn_frozen": self.model.bn_frozen, "warm_start": self.warm_start}
         if info.main:
             out.mkdir(parents=True, exist_ok=True)
         facts = {"retrain": self.resolved, "model": self.model_cfg.to_dict(), "counts": self.data.plan.counts,
@@ -382,6 +413,23 @@ class _Trainer:
                      main=info.main)
         self.log = RunLog(out / "log.jsonl", step="iteration", tensorboard=out / "tb" if config.tensorboard else None,
                           events=events, main=info.main)
+
+    def _start_from_classifier(self, config: RetrainConfig) -> WarmStart:
+        """Backbone and heads from the tag classifier (``salcurate.training.warmstart``); warns when the
+        training's scales are far from the classifier's."""
+        plan, mid = self.data.plan, (config.scale_min + config.scale_max) / 2
+        with store_mod.MaskStore(config.store) as st:
+            start = start_from_classifier(self.model, config.backbone_weights, store=st, indices=plan.indices,
+                                          label_kinds=plan.label_kind, scale=mid, seed=config.seed)
+            heights, widths = st.heights[plan.indices], st.widths[plan.indices]
+        if start.classifier_input_size is not None:
+            fit = classifier_scale(start.classifier_input_size, heights, widths)
+            if not fit / SCALE_TOLERANCE <= mid <= fit * SCALE_TOLERANCE:
+                log.warning("the tag classifier saw images of longer side %d px, about scale %.2f of these; training "
+                            "at scales %g-%g puts objects at sizes its features never saw: pass scale_min %.2f and "
+                            "scale_max %.2f (and val_scale %.2f)", start.classifier_input_size, fit,
+                            config.scale_min, config.scale_max, 0.75 * fit, 1.25 * fit, fit)
+        return start
 
     # -- checkpoints ------------------------------------------------------------------------
     def _write_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
@@ -406,7 +454,8 @@ class _Trainer:
         if len(self.data.val_idx) == 0:
             return None
         # the bare model: a DDP forward would wait for ranks that hold fewer validation images
-        cm = _eval_confusion(self.model, self.val_loader, len(self.data.class_names), self.precision, self.info)
+        cm = _eval_confusion(self.model, self.val_loader, len(self.data.class_names), self.precision, self.info,
+                             self.config.val_scale)
         metrics = _validation_metrics(cm)
         self.log.write({"iteration": self.iteration, "val_miou": metrics["val_miou"],
                         "val_pixel_accuracy": metrics["val_pixel_accuracy"], "val_images": len(self.data.val_idx)})
