@@ -42,6 +42,9 @@ Sections, most important first (:data:`SECTIONS`):
   the training step per sample by batch, and an epoch at the fastest batch;
 * ``evaluate``: ``evaluate`` images/s at 500 x 375, single-scale and multi-scale (0.5, 0.75,
   1.0) + flip, vgg16;
+* ``cam_proxies``: ``pseudo-label``'s proxy phase, images/s and minutes for 10,582 VOC images;
+* ``score_model``: ``score-model`` end to end (K = 2, the CAM backbone at 321 px) and its cost
+  model for 10,582 VOC images;
 * ``scorer_compiled``, ``salnet_compiled``: the same with ``torch.compile``.
 """
 
@@ -115,6 +118,7 @@ class Sizes:
     cam_backbone: str = "resnet50"  # IRN's CAM network
     cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # IRN's CAM scales (with flips)
     cam_images: int = 20
+    model_iters: int = 50  # score-model's fold training, per fold (timed, then scaled by the cost model)
     workers: int = min(8, max(1, (os.cpu_count() or 2) - 2))  # data-loader processes
     compile: bool = True
 
@@ -124,7 +128,7 @@ SMOKE = Sizes(image=(40, 60), store_samples=40, scorer=dict(input_size=32, width
               breakdown_samples=8, train_items=48, train_batch=8, train_batches=(4, 8), backbones=("resnet18",),
               precisions=("bf16",), salnet_batch=1, salnet_crop=32, salnet_iters=1, salnet_warmup=1,
               eval_backbone="resnet18", eval_images=1, cam_backbone="resnet18", cam_scales=(1.0,), cam_images=2,
-              workers=0, compile=False)
+              model_iters=2, workers=0, compile=False)
 
 
 class Skip(Exception):
@@ -775,6 +779,35 @@ def cam_proxies(ctx: Check) -> dict[str, Any]:
             "images_per_s": 1.0 / seconds, "voc_10582_minutes": 10582 * seconds / 60.0}
 
 
+def score_model(ctx: Check) -> dict[str, Any]:
+    """``score-model`` (issue 12's goal: K = 2 folds on 10,582 VOC images within 30 minutes on one
+    GPU) end to end on a copy of the VOC-sized store: two fold models (the CAM backbone, random
+    weights: the cost does not depend on them; scale 1, 321 px crops, batch 8) and their judgement of
+    every image; then the cost model K x I x t_iteration + N x t_image for VOC at I = 300 (the
+    default) and 3,000 iterations per fold."""
+    from salcurate.data.store import copy_store
+    from salcurate.training.folds import ScoreModelConfig
+    from salcurate.training.folds import run as run_score_model
+
+    ctx.need(60)
+    store = big_store(ctx)
+    path = ctx.work / "score-model.h5"
+    copy_store(store["path"], path)
+    iters, folds = ctx.sizes.model_iters, 2
+    res = run_score_model(ScoreModelConfig(
+        store=str(path), output=str(ctx.work / "score-model-runs"), folds=folds, backbone=ctx.sizes.cam_backbone,
+        backbone_weights="none", scale=1.0, crop=ctx.sizes.salnet_crop, batch_size=8, iterations=iters,
+        device=ctx.device.type, workers=ctx.sizes.workers, checkpoint_every=10**6))
+    images = sum(res.fold_sizes)
+    t_iter = res.train_seconds / (folds * iters)
+    t_image = res.predict_seconds / images
+    return {"backbone": ctx.sizes.cam_backbone, "iterations_per_fold": iters, "folds": folds, "images": images,
+            "crop": ctx.sizes.salnet_crop, "seconds_total": res.seconds, "train_s_per_iteration": t_iter,
+            "predict_images_per_s": 1.0 / t_image,
+            "voc_10582_minutes_300_iterations": (folds * 300 * t_iter + 10582 * t_image) / 60,
+            "voc_10582_minutes_3000_iterations": (folds * 3000 * t_iter + 10582 * t_image) / 60}
+
+
 #: (name, function), most important first.
 SECTIONS: tuple[tuple[str, Callable[[Check], dict[str, Any]]], ...] = (
     ("environment", environment),
@@ -787,6 +820,7 @@ SECTIONS: tuple[tuple[str, Callable[[Check], dict[str, Any]]], ...] = (
     ("train_scorer", train_scorer),
     ("evaluate", evaluate),
     ("cam_proxies", cam_proxies),
+    ("score_model", score_model),
     ("scorer_compiled", scorer_compiled),
     ("salnet_compiled", salnet_compiled),
 )

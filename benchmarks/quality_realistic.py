@@ -369,6 +369,8 @@ def reliability_rows(st: MaskStore, proxy: str, indices: np.ndarray, truth: dict
     """``--reliability``: the variants of :func:`reliability_score` (not stored), judged like the columns."""
     from salcurate.scoring.combined import tag_prior
 
+    if not kinds:
+        return {}
     cols = {k: np.clip(st.score(proxy_column(k, proxy))[indices].astype(np.float64), 0.0, 1.0)
             for k in ("ac", "ce", "hr")}
     prior = tag_prior(st.tags[indices].astype(bool))

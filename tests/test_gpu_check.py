@@ -104,6 +104,11 @@ def test_the_issue_figures_are_there(smoke: tuple[list[dict[str, Any]], str]) ->
     cams = by["cam_proxies"]["figures"]
     assert cams["images"] == 2 and cams["images_per_s"] > 0
     assert cams["voc_10582_minutes"] == pytest.approx(10582 / cams["images_per_s"] / 60, rel=1e-6)
+    model = by["score_model"]["figures"]
+    assert model["images"] == 40 and model["folds"] == 2 and model["iterations_per_fold"] == 2
+    assert model["voc_10582_minutes_300_iterations"] == pytest.approx(
+        (2 * 300 * model["train_s_per_iteration"] + 10582 / model["predict_images_per_s"]) / 60, rel=1e-6)
+    assert model["voc_10582_minutes_3000_iterations"] > model["voc_10582_minutes_300_iterations"] > 0
 
 
 def test_bad_input_is_one_line_and_exit_2(gpu_check: ModuleType, tmp_path: Path,

@@ -244,6 +244,7 @@ def bare_store(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("args,message", [
     (["--folds", "1"], "--folds must be at least 2"),
+    (["--scale", "0"], "--scale must be in (0, 8], got 0.0; leave it unset for the tag classifier's"),
     (["--batch-size", "8"], "proxy set 'proxy' has 6 proxies; 2-fold model agreement needs at least 16"),
     (["--folds", "7"], "has 6 proxies; 7-fold model agreement needs at least 7"),
     (["--proxy", "nope"], "no set of proxies named 'nope'"),

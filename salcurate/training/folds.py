@@ -5,7 +5,13 @@ The samples that hold a proxy of the chosen set (every split) are dealt into K f
 through :func:`salcurate.training.retrain.train_on_indices`; attention off, so the loss is the
 plain cross-entropy of the proxies) learns from the proxies of the other folds and then predicts
 the fold's own images, whole, at one scale, without flipping (padded with the mean to a multiple of
-16 px, so that images of similar sizes share a batch).  Per image, from the model's softmax
+16 px, so that images of similar sizes share a batch).  By default each fold model starts from the
+tag classifier that made the proxy set (``classifier.pt`` of its ``pseudo-label`` run: backbone,
+and its CAMs as the heads, ``salcurate.training.warmstart``) and works at the classifier's scale
+(``scale``: its input size over the images' median longer side; training at x0.75-1.25 of it,
+prediction at it, probabilities upsampled to the image).  From the classifier's backbone alone,
+with random heads and at full scale, the fold models predicted background everywhere on the
+realistic benchmark (docs/quality.md).  Per image, from the model's softmax
 restricted to background and the image's tags and renormalized over them
 (``salcurate.scoring.agreement.restrict``; an untagged image keeps every class), three columns:
 
@@ -102,7 +108,7 @@ class ScoreModelConfig:
     crop: int | None = setting(None, "Random training crop side; default: the images' median longer side at scale "
                                      "(a multiple of 8, 32-321).  Images are predicted whole.")
     batch_size: int = setting(8, "Images per training iteration.")
-    iterations: int = setting(120, "Training iterations per fold.")
+    iterations: int = setting(300, "Training iterations per fold.")
     lr: float = setting(1e-3, "Base learning rate (poly schedule; heads 10x); 1e-2 diverged from a classifier's "
                               "backbone.")
     temperature: float = setting(SOFTMIN_TEMPERATURE, "Softmin temperature of the agree score (Lad & Mueller "
