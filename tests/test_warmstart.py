@@ -249,3 +249,26 @@ def test_head_learning_rate_follows_the_start(tmp_path: Path) -> None:
     assert RetrainConfig(backbone_weights=str(tmp_path / "backbone.pth")).resolved().head_lr_mult == HEAD_LR_MULT == 10
     assert RetrainConfig(backbone_weights="none").resolved().head_lr_mult == 10
     assert RetrainConfig(backbone_weights=str(path), head_lr_mult=4.0).resolved().head_lr_mult == 4.0
+
+
+def test_evaluate_and_predict_work_at_the_model_scale(tiny_store: Path, tmp_path: Path) -> None:
+    """A model validated at val_scale s is evaluated and predicted at s times the asked scales."""
+    from salcurate.evaluation import inference
+    from salcurate.evaluation.evaluate import EvaluateConfig
+    from salcurate.evaluation.evaluate import run as evaluate
+    from salcurate.evaluation.inference import InferenceConfig, Setting
+
+    path = _classifier(tmp_path / "classifier.pt")
+    result = invoke(["retrain", tiny_store, "-o", tmp_path / "run", "--backbone-weights", path, "--val-scale", "0.5",
+                     *RETRAIN])
+    assert result.exit_code == 0, result.output
+    res = evaluate(EvaluateConfig(store=str(tiny_store), model=str(tmp_path / "run"), multiscale=True,
+                                  inference=InferenceConfig(scales=(0.5, 1.0)), device="cpu"))
+    assert [s.scales for s in res.settings] == [(0.5,), (0.25, 0.5)]
+    validated = __import__("json").loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["val_miou"]
+    assert res.settings[0].miou == pytest.approx(validated, abs=1e-6)  # what retrain's validation measured
+    assert inference.model_scale({"retrain": {"val_scale": 0.5}}) == 0.5
+    assert inference.model_scale({}) == inference.model_scale({"retrain": {"val_scale": "x"}}) == 1.0
+    one = Setting("single-scale", (1.0,), False, False)
+    assert inference.at_model_scale([one], 1.0) == [one]
+    assert inference.at_model_scale([one], 0.25)[0].scales == (0.25,)

@@ -5,6 +5,9 @@ confusion matrix per inference setting in one pass (NOTES.md "SAL-Net": the pape
 single-scale, multi-scale and +CRF results separately):
 
 * ``single-scale``: the image at scale 1.0;
+
+all scales relative to the model's working scale (``retrain``'s ``val_scale``, recorded in the
+model file; 1 unless it was trained at another scale, e.g. started from a tag classifier);
 * ``multi-scale`` (default on): scales 0.5, 0.75, 1.0 fused by max, ``+ flip`` with mirrored
   images (``single-scale + flip`` when only flip is asked for);
 * ``+ CRF`` (off by default): the dense CRF on the last of these.
@@ -201,6 +204,11 @@ def run(config: EvaluateConfig, *, events: Events | None = None) -> EvaluationRe
         names = st.class_names
         model, info, prep = inference.load_segmentation_model(config.model, device=device)
         _check_class_names(config.model, info["class_names"], st.path, names)
+        base = inference.model_scale(info)
+        if base != 1.0:
+            log.info("%s works at scale %g of the images (retrain's val_scale): its scales are relative to that",
+                     config.model, base)
+            settings = inference.at_model_scale(settings, base)
         masks_dir = None
         if config.save_masks is not None:
             masks_dir = Path(config.save_masks)

@@ -159,9 +159,25 @@ def settings_for(*, multiscale: bool, flip: bool, crf: bool, scales: Sequence[fl
     return out
 
 
+def at_model_scale(settings: Sequence[Setting], base: float) -> list[Setting]:
+    """The settings with every scale multiplied by the model's working scale ``base`` (a model trained
+    at scales around 0.375 of the images is predicted at 0.375 x 0.5, 0.375 x 0.75, 0.375 x 1.0)."""
+    if base == 1.0:
+        return list(settings)
+    return [dataclasses.replace(s, scales=tuple(v * base for v in s.scales)) for s in settings]
+
+
 # ------------------------------------------------------------------------------------------
 # The model
 # ------------------------------------------------------------------------------------------
+def model_scale(info: dict[str, Any]) -> float:
+    """A SAL-Net model's working scale: the scale ``retrain`` validated it at (``val_scale``; 1 for
+    models trained at the images' own scale and for files from before the setting)."""
+    value = (info.get("retrain") or {}).get("val_scale", 1.0)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_SCALE
+    return float(value) if ok else 1.0
+
+
 def load_segmentation_model(path: str | Path, *, device: Any
                             ) -> tuple[Any, dict[str, Any], Callable[[np.ndarray], Any]]:
     """A SAL-Net model file → ``(model in eval mode on device, info, preprocess)``.

@@ -126,6 +126,7 @@ def run(config: PredictConfig, *, events: Events | None = None) -> PredictResult
     chosen = config.prediction_setting()
     t_start = time.perf_counter()
     model, info, prep = inference.load_segmentation_model(config.model, device=device)
+    chosen = inference.at_model_scale([chosen], inference.model_scale(info))[0]
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     events.start(len(files))

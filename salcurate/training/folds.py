@@ -307,6 +307,7 @@ def _train_fold(config: ScoreModelConfig, folder: Path, train_idx: np.ndarray, e
         store=config.store, selection="none", output=str(folder), proxy=config.proxy, backbone=str(config.backbone),
         backbone_weights=config.backbone_weights, attention="off", lam=0.0, batch_size=config.batch_size,
         crop=config.crop, scale_min=SCALE_JITTER[0] * config.scale, scale_max=SCALE_JITTER[1] * config.scale,
+        val_scale=config.scale,
         lr=config.lr, max_iter=config.iterations, seed=config.seed, device=config.device,
         workers=config.workers, checkpoint_every=config.checkpoint_every, log_every=min(10, config.iterations),
         tensorboard=False, resume=(folder / "checkpoint.pt").is_file())
