@@ -223,7 +223,7 @@ def test_retrain_config_file_with_overrides_round_trips(store: Path, tmp_path: P
     assert saved == expected
     assert json.loads((out / "config.json").read_text())["retrain"] == {
         **cfg.to_dict(expected), "world_size": 1, "device_used": "cpu", "amp_used": False, "channels_last_used": False,
-        "bn_frozen": False}
+        "bn_frozen": False, "warm_start": None}
     # the saved file runs the same training again: the same weights
     assert_ok(invoke(["retrain", "--config", out / "config.toml", "-o", tmp_path / "again"]))
     from salcurate.nn.salnet import read_model_file

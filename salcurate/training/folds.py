@@ -109,8 +109,8 @@ class ScoreModelConfig:
                                      "(a multiple of 8, 32-321).  Images are predicted whole.")
     batch_size: int = setting(8, "Images per training iteration.")
     iterations: int = setting(300, "Training iterations per fold.")
-    lr: float = setting(1e-3, "Base learning rate (poly schedule; heads 10x); 1e-2 diverged from a classifier's "
-                              "backbone.")
+    lr: float = setting(1e-3, "Base learning rate (poly schedule; heads at 1x from a tag classifier, else 10x); "
+                              "1e-2 diverged from a classifier's backbone.")
     temperature: float = setting(SOFTMIN_TEMPERATURE, "Softmin temperature of the agree score (Lad & Mueller "
                                                       "2023: 0.1; smaller is closer to the worst pixel).")
     seed: int = setting(0, "Seed of the folds, the initial weights, the sample order and the augmentation.")
