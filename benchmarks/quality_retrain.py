@@ -8,8 +8,9 @@ Retrains SAL-Net (ResNet-18) on a store's proxies several ways and reports valid
 * P4: proxies selected by SF, no attention loss;
 * P5: as P4 with the attention loss (``attention multiply``, lambda 2);
 * variants: ``P5-multitask`` and ``P5-lambda0.5`` (why P5 helps or hurts), ``P4q`` (selected by the
-  combined score ``q`` of ``salcurate score-combined``, issue 12), ``P4qn`` and ``P4qnc`` (q without
-  its tag prior, globally and per class; the script writes that column, ``qn``).
+  combined score ``q`` of ``salcurate score-combined``, issue 12), ``P4qc`` (q, the best 30 % of each
+  class), ``P4qn`` and ``P4qnc`` (q without its tag prior, globally and per class; the script writes
+  that column, ``qn``).
 
 The selection rule is the paper's ``--rule tau`` (score >= 0.55) or ``--rule half`` (the best half
 by the score: CAM proxies from a classifier trained on this CPU rarely reach 0.55).  The start is
@@ -47,6 +48,8 @@ RUNS: dict[str, dict[str, Any]] = {
     "P5-multitask (branch trained, no product)": {"by": "sf", "attention": "multitask"},
     "P5-lambda0.5 (multiply, lambda 0.5)": {"by": "sf", "attention": "multiply", "lam": 0.5},
     "P4q + selection by the combined score q": {"by": "q", "attention": "off"},
+    # q kept per class (select --by q --top-fraction 0.3 --per-class, made beforehand): coverage back?
+    "P4qc + per-class selection by q": {"by": "q", "attention": "off", "selection": "q:cam_top0.3_perclass"},
     # q without its tag prior (a column qn = (AC x CE)^(1/2) written beside q for this run)
     "P4qn + selection by q without the tag prior": {"by": "qn", "attention": "off"},
     # the same, kept per class (select --by qn --top-fraction 0.3 --per-class, made beforehand)
@@ -101,6 +104,15 @@ def write_qn(store: Path, proxy: str) -> None:
                         name=RUNS["P4qnc + per-class selection by q without the tag prior"]["selection"]))
 
 
+def per_class_selection(store: Path, proxy: str, by: str, name: str) -> None:
+    """The best 30 % of each class by ``by`` (``select --per-class --top-fraction 0.3``)."""
+    from salcurate.selection.select import SelectConfig
+    from salcurate.selection.select import run as select
+
+    select(SelectConfig(store=str(store), proxy=proxy, by=by, top_fraction=0.3, per_class=True, overwrite=True,
+                        name=name))
+
+
 def _run(store: str, workdir: str, name: str, seed: int, common: dict[str, Any], proxy: str,
          rule: str) -> dict[str, Any]:
     import torch
@@ -145,6 +157,9 @@ def main() -> None:
     names = [n for n in RUNS if n.split()[0] in args.runs]
     if any(RUNS[n]["by"] == "qn" for n in names):
         write_qn(args.store, args.proxy)
+    for n in names:
+        if RUNS[n].get("selection") == "q:cam_top0.3_perclass":
+            per_class_selection(args.store, args.proxy, "q", RUNS[n]["selection"])
     kept = make_selections(args.store, args.proxy, args.rule,
                            {RUNS[n]["by"] for n in names if "selection" not in RUNS[n]} - {None})
     pretrained = args.backbone_weights != "none"
