@@ -272,3 +272,21 @@ def test_evaluate_and_predict_work_at_the_model_scale(tiny_store: Path, tmp_path
     one = Setting("single-scale", (1.0,), False, False)
     assert inference.at_model_scale([one], 1.0) == [one]
     assert inference.at_model_scale([one], 0.25)[0].scales == (0.25,)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_classifier_pass_runs_on_the_training_device(tiny_store: Path, tmp_path: Path) -> None:
+    """On a GPU the fit of the background runs there and gives the CPU's start (to float32 rounding)."""
+    path = _classifier(tmp_path / "classifier.pt")
+    starts, heads = [], []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = SALNet(SALNetConfig(backbone="resnet18", num_classes=NUM_CLASSES, attention="off"))
+        with MaskStore(tiny_store) as st:
+            idx = np.flatnonzero(st.splits == "train")
+            starts.append(warmstart.start_from_classifier(model, path, store=st, indices=idx, scale=1.0,
+                                                          label_kinds=np.array(["proxy"] * len(idx)), device=device))
+        heads.append(model.aspp.branches[0].weight.detach().clone())
+    assert starts[1].background_logit == pytest.approx(starts[0].background_logit, rel=1e-3, abs=1e-4)
+    torch.testing.assert_close(heads[0], heads[1])

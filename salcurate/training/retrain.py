@@ -420,7 +420,8 @@ class _Trainer:
         plan, mid = self.data.plan, (config.scale_min + config.scale_max) / 2
         with store_mod.MaskStore(config.store) as st:
             start = start_from_classifier(self.model, config.backbone_weights, store=st, indices=plan.indices,
-                                          label_kinds=plan.label_kind, scale=mid, seed=config.seed)
+                                          label_kinds=plan.label_kind, scale=mid, seed=config.seed,
+                                          device=self.precision.device)
             heights, widths = st.heights[plan.indices], st.widths[plan.indices]
         if start.classifier_input_size is not None:
             fit = classifier_scale(start.classifier_input_size, heights, widths)

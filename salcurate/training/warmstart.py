@@ -95,13 +95,14 @@ def classifier_scale(input_size: int, heights: np.ndarray, widths: np.ndarray) -
 
 
 def start_from_classifier(model: Any, path: str | Path, *, store: Any, indices: np.ndarray, label_kinds: np.ndarray,
-                          scale: float, seed: int = 0, limit: int = FIT_IMAGES) -> WarmStart:
+                          scale: float, seed: int = 0, limit: int = FIT_IMAGES, device: Any = "cpu") -> WarmStart:
     """Load the classifier at ``path`` into SAL-Net ``model`` (in place): its backbone, its CAM
     layer as the segmentation head with a fitted background, and as the classification branch.
 
     ``store``: an open :class:`~salcurate.data.store.MaskStore`; ``indices`` ``(N,)`` and
     ``label_kinds`` ``(N,)``: the training samples and the map each trains on (as the training
-    plan has them); ``scale``: the factor the images are seen at (the training's mid scale).
+    plan has them); ``scale``: the factor the images are seen at (the training's mid scale);
+    ``device``: where the classifier's pass over the images runs (the training's device).
     """
     import torch
     import torch.nn.functional as F
@@ -110,14 +111,14 @@ def start_from_classifier(model: Any, path: str | Path, *, store: Any, indices: 
     from salcurate.nn.classifier import load_classifier
     from salcurate.nn.salnet import init_head_from_cams, preprocess
 
-    clf, info = load_classifier(path)
+    clf, info = load_classifier(path, map_location=device)
     cfg = model.config
     if clf.config.backbone != cfg.backbone or clf.config.num_classes != cfg.num_classes:
         raise InputError(f"the tag classifier {path} is a {clf.config.backbone} of {clf.config.num_classes} classes; "
                          f"this SAL-Net is a {cfg.backbone} of {cfg.num_classes}: pass backbone "
                          f"{clf.config.backbone}, or start from other weights", param=("backbone", "backbone_weights"))
     model.backbone.load_state_dict(clf.backbone.state_dict())
-    weight = clf.classifier.weight.detach()[:, :, 0, 0]
+    weight = clf.classifier.weight.detach()[:, :, 0, 0].cpu()
 
     rng = np.random.default_rng([seed, 0xC1A55])
     rows = rng.permutation(len(indices))[:limit]
@@ -132,8 +133,8 @@ def start_from_classifier(model: Any, path: str | Path, *, store: Any, indices: 
             x = preprocess(store.image(i))[None]
             h, w = x.shape[-2:]
             size = (max(MIN_SIDE, round(h * scale)), max(MIN_SIDE, round(w * scale)))
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            maxima.append(clf(x).cams[0].max(dim=0).values.flatten().numpy())
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).to(device)
+            maxima.append(clf(x).cams[0].float().max(dim=0).values.flatten().cpu().numpy())
     fraction = fg / max(total, 1)
     if not 0.0 < fraction < 1.0:
         raise InputError(f"the {len(rows)} training images looked at have "
