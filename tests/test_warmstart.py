@@ -236,6 +236,7 @@ def test_predicting_at_a_scale_gives_full_size_probabilities() -> None:
 
     np.testing.assert_array_equal(scaled_size(np.array([100, 7]), np.array([60, 30]), 0.5), [[50, 30], [8, 15]])
     np.testing.assert_array_equal(padded_size(np.array([100, 7]), np.array([60, 30]), 0.5), [[64, 32], [16, 16]])
+    assert scaled_size(100, 7, 0.5).tolist() == [50, 8]  # one image: the rule retrain and warmstart resize by
     x = torch.rand(3, 10, 12)
     assert F.interpolate(x[None], size=(20, 24), mode="bilinear", align_corners=False).shape == (1, 3, 20, 24)
 

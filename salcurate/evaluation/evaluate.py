@@ -5,12 +5,12 @@ confusion matrix per inference setting in one pass (NOTES.md "SAL-Net": the pape
 single-scale, multi-scale and +CRF results separately):
 
 * ``single-scale``: the image at scale 1.0;
-
-all scales relative to the model's working scale (``retrain``'s ``val_scale``, recorded in the
-model file; 1 unless it was trained at another scale, e.g. started from a tag classifier);
 * ``multi-scale`` (default on): scales 0.5, 0.75, 1.0 fused by max, ``+ flip`` with mirrored
   images (``single-scale + flip`` when only flip is asked for);
 * ``+ CRF`` (off by default): the dense CRF on the last of these.
+
+All scales are relative to the model's working scale (``retrain``'s ``val_scale``, recorded in
+the model file; 1 unless it was trained at another scale, e.g. started from a tag classifier).
 
 Passes shared by settings (scale 1.0) run once; each setting's seconds per image are the time
 of its own passes, fusion (and CRF), as if it ran alone, after one untimed warm-up on the first

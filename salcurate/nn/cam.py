@@ -56,6 +56,7 @@ __all__ = [
     "pamr_affinities",
     "proxy_from_scores",
     "resize_longer",
+    "scaled_size",
     "score_probabilities",
 ]
 
@@ -129,6 +130,13 @@ def multiscale_cams(model: nn.Module, image: Tensor, *, scales: Sequence[float] 
             total = cams if total is None else total + cams
     assert total is not None
     return total
+
+
+def scaled_size(height: Any, width: Any, scale: float) -> np.ndarray:
+    """Image sizes at ``scale``: ``(n,)`` heights and widths (or two numbers) -> ``(n, 2)`` (or ``(2,)``)
+    int64, each side rounded and at least :data:`MIN_SIDE` pixels (the backbones' output stride)."""
+    hw = np.stack([np.asarray(height), np.asarray(width)], axis=-1).astype(np.float64)
+    return np.maximum(MIN_SIDE, np.round(hw * scale)).astype(np.int64)
 
 
 def resize_longer(x: Tensor, side: int) -> Tensor:

@@ -54,6 +54,7 @@ from salcurate.data import store as store_mod
 from salcurate.data.workarea import config_hash, ids_fingerprint, open_work_area, remove_work_area
 from salcurate.errors import InputError, StoreError
 from salcurate.events import NO_EVENTS, Events, Result
+from salcurate.nn.cam import scaled_size
 from salcurate.nn.device import Device
 from salcurate.scoring import agreement
 from salcurate.scoring.agreement import SOFTMIN_TEMPERATURE
@@ -212,8 +213,10 @@ def _classifier_run(st: store_mod.MaskStore, proxy: str) -> tuple[Path | None, s
                                        f"{folder / CLASSIFIER_FILE} (moved or deleted?)")
 
 
-def _resolve_weights(config: ScoreModelConfig, st: store_mod.MaskStore, proxy: str) -> tuple[str, str]:
-    """The backbone and the weights (``none``, ``imagenet`` or an absolute file path) the fold models start from."""
+def _resolve_weights(config: ScoreModelConfig, st: store_mod.MaskStore, proxy: str
+                     ) -> tuple[str, str, dict[str, Any] | None]:
+    """The backbone, the weights (``none``, ``imagenet`` or an absolute file path) the fold models start
+    from, and the tag classifier's settings when the weights are one (:func:`warmstart.classifier_header`)."""
     weights = config.backbone_weights
     backbone = config.backbone
     if weights == "auto":
@@ -226,10 +229,10 @@ def _resolve_weights(config: ScoreModelConfig, st: store_mod.MaskStore, proxy: s
             raise InputError(f"the tag classifier of proxy set {proxy!r} is a {cls_backbone}, not a {backbone}; "
                              f"pass backbone auto (or {cls_backbone}), or other backbone_weights",
                              param=("backbone", "backbone_weights"))
-        return str(cls_backbone), str(folder / CLASSIFIER_FILE)
+        return str(cls_backbone), str(folder / CLASSIFIER_FILE), classifier_header(folder / CLASSIFIER_FILE)
     backbone_name = "resnet18" if backbone == ModelBackbone.auto else str(backbone)
     if weights in ("none", "imagenet"):
-        return backbone_name, weights
+        return backbone_name, weights, None
     path = Path(weights)
     if not path.is_file():
         raise InputError(f"backbone_weights {weights}: no such file; pass a pseudo-label run's classifier.pt, a "
@@ -238,15 +241,16 @@ def _resolve_weights(config: ScoreModelConfig, st: store_mod.MaskStore, proxy: s
     header = classifier_header(path)
     if header is not None and backbone == ModelBackbone.auto:
         backbone_name = str((header.get("config") or {}).get("backbone", backbone_name))
-    return backbone_name, str(path.resolve())
+    return backbone_name, str(path.resolve()), header
 
 
-def _resolve_scale(config: ScoreModelConfig, st: store_mod.MaskStore, with_proxy: np.ndarray) -> tuple[float, int]:
-    """The scale the fold models work at and their training crop (settings, or their defaults)."""
+def _resolve_scale(config: ScoreModelConfig, st: store_mod.MaskStore, with_proxy: np.ndarray,
+                   header: dict[str, Any] | None) -> tuple[float, int]:
+    """The scale the fold models work at and their training crop (settings, or their defaults);
+    ``header``: the settings of the tag classifier they start from (None: another start)."""
     heights, widths = st.heights[with_proxy], st.widths[with_proxy]
     scale = config.scale
     if scale is None:
-        header = classifier_header(config.backbone_weights)
         size = classifier_input_size(header) if header is not None else None
         scale = 1.0 if size is None else classifier_scale(size, heights, widths)
     crop = config.crop
@@ -271,9 +275,9 @@ def resolve_config(config: ScoreModelConfig, st: store_mod.MaskStore) -> ScoreMo
                          f"{max(config.batch_size, MIN_TRAIN_IMAGES)} images (batch_size, and at least "
                          f"{MIN_TRAIN_IMAGES}); make more proxies, or lower folds or batch_size",
                          param=("folds", "batch_size"))
-    backbone, weights = _resolve_weights(config, st, proxy)
+    backbone, weights, header = _resolve_weights(config, st, proxy)
     config = dataclasses.replace(config, proxy=proxy, backbone=ModelBackbone(backbone), backbone_weights=weights)
-    scale, crop = _resolve_scale(config, st, np.flatnonzero(st.has_map(proxy)))
+    scale, crop = _resolve_scale(config, st, np.flatnonzero(st.has_map(proxy)), header)
     return dataclasses.replace(config, scale=scale, crop=crop)
 
 
@@ -313,12 +317,6 @@ def _train_fold(config: ScoreModelConfig, folder: Path, train_idx: np.ndarray, e
         tensorboard=False, resume=(folder / "checkpoint.pt").is_file())
     res = train_on_indices(rc, train_idx, events=events)
     return res.model, res.final.get("loss")
-
-
-def scaled_size(height: np.ndarray, width: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """``(n, 2)``: each image's height and width at ``scale`` (rounded, at least 8 px)."""
-    hw = np.stack([np.asarray(height), np.asarray(width)], axis=1).astype(np.float64)
-    return np.maximum(8, np.round(hw * scale)).astype(np.int64)
 
 
 def padded_size(height: np.ndarray, width: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -387,7 +385,8 @@ def _predict_fold(config: ScoreModelConfig, model_file: str, todo: np.ndarray, a
         model.to(memory_format=torch.channels_last)
     with store_mod.MaskStore(config.store) as st:
         has_sal = st.has_map("saliency") if "saliency" in st.map_names() else np.zeros(len(st), bool)
-        scale = float(config.scale) if config.scale is not None else 1.0
+        assert config.scale is not None  # resolved by resolve_config
+        scale = float(config.scale)
         for batch in _size_batches(st, todo, config.predict_batch, scale):
             ph, pw = (int(v) for v in padded_size(st.heights[batch[:1]], st.widths[batch[:1]], scale)[0])
             sizes = scaled_size(st.heights[batch], st.widths[batch], scale)

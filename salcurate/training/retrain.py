@@ -39,6 +39,7 @@ from salcurate.data import store as store_mod
 from salcurate.data.workarea import ids_fingerprint
 from salcurate.errors import InputError, SalcurateError
 from salcurate.events import NO_EVENTS, Events, Result
+from salcurate.nn.cam import scaled_size
 from salcurate.nn.device import Device, resolve_device
 from salcurate.nn.salnet import SALNet, SALNetConfig, read_model_file, save_model
 from salcurate.paper import LAMBDA, PROTOCOLS, SALNET_BATCH, SALNET_CROP
@@ -328,7 +329,7 @@ def _eval_confusion(model: torch.nn.Module, loader: DataLoader, num_classes: int
     with torch.no_grad(), precision.autocast():
         for x, y in loader:
             if scale != 1.0:
-                size = (max(8, round(x.shape[-2] * scale)), max(8, round(x.shape[-1] * scale)))
+                size = tuple(int(v) for v in scaled_size(x.shape[-2], x.shape[-1], scale))
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             probs = model(x.to(precision.device)).probabilities()  # upsampled as probabilities, as `evaluate` does
             pred = F.interpolate(probs, size=y.shape[-2:], mode="bilinear", align_corners=False).argmax(1)

@@ -107,7 +107,7 @@ def start_from_classifier(model: Any, path: str | Path, *, store: Any, indices: 
     import torch
     import torch.nn.functional as F
 
-    from salcurate.nn.cam import MIN_SIDE, background_logit
+    from salcurate.nn.cam import background_logit, scaled_size
     from salcurate.nn.classifier import load_classifier
     from salcurate.nn.salnet import init_head_from_cams, preprocess
 
@@ -131,8 +131,7 @@ def start_from_classifier(model: Any, path: str | Path, *, store: Any, indices: 
             fg += int((valid & (labels != 0)).sum())
             total += int(valid.sum())
             x = preprocess(store.image(i))[None]
-            h, w = x.shape[-2:]
-            size = (max(MIN_SIDE, round(h * scale)), max(MIN_SIDE, round(w * scale)))
+            size = tuple(int(v) for v in scaled_size(x.shape[-2], x.shape[-1], scale))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).to(device)
             maxima.append(clf(x).cams[0].float().max(dim=0).values.flatten().cpu().numpy())
     fraction = fg / max(total, 1)
