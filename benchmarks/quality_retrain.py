@@ -10,7 +10,10 @@ Retrains SAL-Net (ResNet-18) on a store's proxies several ways and reports valid
 * variants: ``P5-multitask`` and ``P5-lambda0.5`` (why P5 helps or hurts), ``P4q`` (selected by the
   combined score ``q`` of ``salcurate score-combined``, issue 12), ``P4qc`` (q, the best 30 % of each
   class), ``P4qn`` and ``P4qnc`` (q without its tag prior, globally and per class; the script writes
-  that column, ``qn``).
+  that column, ``qn``), ``P4o`` (selected by the true per-image mIoU: the best any score ranked
+  against it can do; the script writes that column, ``oracle``, from the ground truth) and ``P4oa``
+  (the same by the true pixel accuracy, ``oracle_pa``), ``P4qs`` (q ranked within each number of
+  tags, a column ``qs``: the best half keeps every tag count's share).
 
 The selection rule is the paper's ``--rule tau`` (score >= 0.55) or ``--rule half`` (the best half
 by the score: CAM proxies from a classifier trained on this CPU rarely reach 0.55).  The start is
@@ -55,6 +58,14 @@ RUNS: dict[str, dict[str, Any]] = {
     # the same, kept per class (select --by qn --top-fraction 0.3 --per-class, made beforehand)
     "P4qnc + per-class selection by q without the tag prior": {"by": "qn", "attention": "off",
                                                                "selection": "qn:cam_top0.3_perclass"},
+    # the ceiling of any score ranked against per-image mIoU: the true per-image mIoU (ground truth,
+    # which no user has; a column oracle written for this run)
+    "P4o + selection by the true per-image mIoU (oracle)": {"by": "oracle", "attention": "off"},
+    # the same with the true pixel accuracy (the share of the proxy's pixels labelled right)
+    "P4oa + selection by the true pixel accuracy (oracle)": {"by": "oracle_pa", "attention": "off"},
+    # q ranked within each number of tags (a column qs, q's percentile among the proxies with as many
+    # tags): the best half keeps the same share of every tag count, so the objects stay
+    "P4qs + selection by q within each tag count": {"by": "qs", "attention": "off"},
 }
 PAPER_RUNS = ("P2", "P3", "P4", "P5")
 
@@ -102,6 +113,53 @@ def write_qn(store: Path, proxy: str) -> None:
                       command="benchmark", overwrite=True)
     select(SelectConfig(store=str(store), proxy=proxy, by="qn", top_fraction=0.3, per_class=True, overwrite=True,
                         name=RUNS["P4qnc + per-class selection by q without the tag prior"]["selection"]))
+
+
+def write_oracle(store: Path, proxy: str) -> None:
+    """The columns ``oracle``, each proxy's true per-image mIoU against the ground truth (the
+    quality the realistic benchmark ranks scores against), for run P4o, and ``oracle_pa``, its
+    pixel accuracy (pixels where neither map is 255), for run P4oa; NaN without ground truth."""
+    from salcurate.data import store as store_mod
+    from salcurate.scoring.metrics import proxy_miou
+
+    with store_mod.MaskStore(store) as st:
+        miou, pa = np.full(st.num_samples, np.nan), np.full(st.num_samples, np.nan)
+        for i in range(st.num_samples):
+            gt = st.map("gt", i)
+            if gt is not None:
+                p = st.map(proxy, i)
+                miou[i] = proxy_miou(p, gt, st.num_classes)
+                valid = (p != 255) & (gt != 255)
+                pa[i] = float((p[valid] == gt[valid]).mean()) if valid.any() else np.nan
+    with store_mod.transaction(store, command="benchmark", config={"what": "true per-image quality"}) as tx:
+        tx.put_scores({store_mod.proxy_column("oracle", proxy): miou, store_mod.proxy_column("oracle_pa", proxy): pa},
+                      config={"truth": "per-image mIoU, pixel accuracy"}, command="benchmark", overwrite=True)
+
+
+def group_percentile(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """values: ``(N,)`` float (NaN: none), groups: ``(N,)`` int -> ``(N,)`` each value's rank within
+    its group over the group's size, (rank + 1) / n in (0, 1] (ties in order of appearance); NaN stays."""
+    out = np.full(len(values), np.nan)
+    for g in np.unique(groups):
+        members = np.flatnonzero((groups == g) & np.isfinite(values))
+        if len(members):
+            order = np.argsort(np.argsort(values[members], kind="stable"), kind="stable")
+            out[members] = (order + 1) / len(members)
+    return out
+
+
+def write_stratified(store: Path, proxy: str) -> None:
+    """The column ``qs`` for run P4qs: each proxy's percentile of q among the proxies with the same
+    number of tags (0 for the worst, 1 for the best of its group; NaN where q is)."""
+    from salcurate.data import store as store_mod
+
+    with store_mod.MaskStore(store) as st:
+        q = st.score(store_mod.proxy_column("q", proxy)).astype(np.float64)
+        tags = st.tags.sum(axis=1)
+    qs = group_percentile(q, tags)
+    with store_mod.transaction(store, command="benchmark", config={"what": "q within each tag count"}) as tx:
+        tx.put_scores({store_mod.proxy_column("qs", proxy): qs}, config={"from": "q", "groups": "number of tags"},
+                      command="benchmark", overwrite=True)
 
 
 def per_class_selection(store: Path, proxy: str, by: str, name: str) -> None:
@@ -157,6 +215,10 @@ def main() -> None:
     names = [n for n in RUNS if n.split()[0] in args.runs]
     if any(RUNS[n]["by"] == "qn" for n in names):
         write_qn(args.store, args.proxy)
+    if any(RUNS[n]["by"] == "qs" for n in names):
+        write_stratified(args.store, args.proxy)
+    if any(RUNS[n]["by"] in ("oracle", "oracle_pa") for n in names):
+        write_oracle(args.store, args.proxy)
     for n in names:
         if RUNS[n].get("selection") == "q:cam_top0.3_perclass":
             per_class_selection(args.store, args.proxy, "q", RUNS[n]["selection"])

@@ -117,6 +117,9 @@ def test_copy_store_is_independent(tiny_store: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(c.map("proxy", 2), o.map("proxy", 2))
     with pytest.raises(StoreError, match="exists already"):
         store_mod.copy_store(tiny_store, copy)
+    with pytest.raises(StoreError, match="does not exist; create it first"):
+        store_mod.copy_store(tiny_store, tmp_path / "missing" / "copy.h5")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_append_keeps_everything_and_grows_columns(tiny_store: Path) -> None:

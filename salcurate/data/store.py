@@ -1515,6 +1515,9 @@ def copy_store(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
     _check_store_file(src)
     if dest.exists():
         raise StoreError(f"{dest}: exists already; choose another destination or remove it")
+    if not dest.parent.is_dir():
+        raise StoreError(f"{dest}: its folder {dest.parent} does not exist; create it first or choose another "
+                         "destination")
     with _open_h5(src, "r") as root:
         version = _check_schema(root, src)
         links = _read_links(root, src)
