@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -163,6 +166,18 @@ def assert_fails_one_line(args: Sequence[str | os.PathLike[str] | object], *need
     for needle in needles:
         assert needle in " ".join(result.stderr.split()), result.stderr
     return result
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/NAME.py`` as a module (registered in sys.modules: its dataclasses
+    look their module up there)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def file_digest(path: Path | str) -> str:

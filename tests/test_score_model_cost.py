@@ -3,26 +3,17 @@ where no GPU is lent), checked against hand computations of its formula."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "score_model_cost.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def cost() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("score_model_cost", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["score_model_cost"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("score_model_cost")
 
 
 def test_the_papers_own_network_costs_the_papers_time(cost: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
