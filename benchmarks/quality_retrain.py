@@ -150,7 +150,7 @@ def group_percentile(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 def write_stratified(store: Path, proxy: str) -> None:
     """The column ``qs`` for run P4qs: each proxy's percentile of q among the proxies with the same
-    number of tags (0 for the worst, 1 for the best of its group; NaN where q is)."""
+    number of tags (1/n for the worst of a group of n, 1 for its best; NaN where q is)."""
     from salcurate.data import store as store_mod
 
     with store_mod.MaskStore(store) as st:
