@@ -118,9 +118,9 @@ def write_qn(store: Path, proxy: str) -> None:
 def write_oracle(store: Path, proxy: str) -> None:
     """The columns ``oracle``, each proxy's true per-image mIoU against the ground truth (the
     quality the realistic benchmark ranks scores against), for run P4o, and ``oracle_pa``, its
-    pixel accuracy (pixels where neither map is 255), for run P4oa; NaN without ground truth."""
+    pixel accuracy (pixels where neither map is the ignore label), for run P4oa; NaN without ground truth."""
     from salcurate.data import store as store_mod
-    from salcurate.scoring.metrics import proxy_miou
+    from salcurate.scoring.metrics import IGNORE_LABEL, proxy_miou
 
     with store_mod.MaskStore(store) as st:
         miou, pa = np.full(st.num_samples, np.nan), np.full(st.num_samples, np.nan)
@@ -129,7 +129,7 @@ def write_oracle(store: Path, proxy: str) -> None:
             if gt is not None:
                 p = st.map(proxy, i)
                 miou[i] = proxy_miou(p, gt, st.num_classes)
-                valid = (p != 255) & (gt != 255)
+                valid = (p != IGNORE_LABEL) & (gt != IGNORE_LABEL)
                 pa[i] = float((p[valid] == gt[valid]).mean()) if valid.any() else np.nan
     with store_mod.transaction(store, command="benchmark", config={"what": "true per-image quality"}) as tx:
         tx.put_scores({store_mod.proxy_column("oracle", proxy): miou, store_mod.proxy_column("oracle_pa", proxy): pa},

@@ -3,6 +3,7 @@ score-model with a classifier file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -266,7 +267,7 @@ def test_evaluate_and_predict_work_at_the_model_scale(tiny_store: Path, tmp_path
     res = evaluate(EvaluateConfig(store=str(tiny_store), model=str(tmp_path / "run"), multiscale=True,
                                   inference=InferenceConfig(scales=(0.5, 1.0)), device="cpu"))
     assert [s.scales for s in res.settings] == [(0.5,), (0.25, 0.5)]
-    validated = __import__("json").loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["val_miou"]
+    validated = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["val_miou"]
     assert res.settings[0].miou == pytest.approx(validated, abs=1e-6)  # what retrain's validation measured
     assert inference.model_scale({"retrain": {"val_scale": 0.5}}) == 0.5
     assert inference.model_scale({}) == inference.model_scale({"retrain": {"val_scale": "x"}}) == 1.0
